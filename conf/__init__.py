@@ -1,0 +1,1 @@
+# galframe's Hydra config tree, importable as the package ``galframe.conf``.

@@ -1,0 +1,119 @@
+"""The plugin contract: what a backbone and a task provide.
+
+A plugin is a class registered under the entry-point group ``galframe.plugins``
+with a name of the form ``<kind>.<name>`` (for example ``backbone.timm`` or
+``task.classify``).  The core only talks to plugins through the two base
+classes below, so a third-party package can add a backbone or a task without
+touching galframe.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about the data it is built for."""
+
+    bands: tuple[str, ...]
+    image_size: int
+    classes: tuple[str, ...] = ()
+    pixel_scale: float = 0.262
+    #: catalog columns available to tasks (name -> dtype string)
+    columns: tuple[str, ...] = ()
+    #: free-form statistics tasks may use (e.g. target means for normalisation)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.bands)
+
+
+@dataclass
+class Features:
+    """What a backbone returns for a batch.
+
+    ``maps``: multi-scale feature maps, finest first, each (B, C_i, H_i, W_i).
+    ``embedding``: a pooled (B, D) vector for classification and regression.
+    ``decoded``: optional (B, C, H, W) decoder output (restoration).
+    """
+
+    maps: list[torch.Tensor]
+    embedding: torch.Tensor
+    decoded: Optional[torch.Tensor] = None
+
+
+class Backbone(nn.Module):
+    """Base class of every backbone plugin.
+
+    Subclasses build their network in ``__init__(data: DataInfo, **cfg)`` and set
+    ``feature_channels``, ``feature_strides`` and ``embed_dim``.  ``blocks()``
+    returns the network's stages in input-to-output order; the core uses it to
+    freeze all but the last n stages and for layer-wise learning-rate decay.
+    """
+
+    kind: ClassVar[str] = "backbone"
+    feature_channels: Sequence[int] = ()
+    feature_strides: Sequence[int] = ()
+    embed_dim: int = 0
+    #: True when ``forward(..., decode=True)`` fills ``Features.decoded``
+    has_decoder: ClassVar[bool] = False
+
+    def __init__(self, data: DataInfo, **cfg: Any) -> None:
+        super().__init__()
+        self.data = data
+
+    def forward(self, x: torch.Tensor, decode: bool = False) -> Features:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def blocks(self) -> list[nn.Module]:  # pragma: no cover - abstract
+        """Stages from input to output; together they hold every parameter."""
+        raise NotImplementedError
+
+
+class Task(nn.Module):
+    """Base class of every task plugin.
+
+    A task owns its head, its loss, its metrics and the catalog columns it
+    writes at predict time.  ``requires`` names the batch keys it reads: the
+    special keys ``label`` (class index), ``clean`` (noise-free image) and
+    ``votes``, or any catalog column (delivered as a float32 tensor).
+    """
+
+    kind: ClassVar[str] = "task"
+    requires: ClassVar[tuple[str, ...]] = ()
+    needs_decoder: ClassVar[bool] = False
+    #: metric used to pick the best checkpoint, relative to the task prefix
+    monitor: ClassVar[Optional[tuple[str, str]]] = None  # (metric name, "min"|"max")
+
+    def __init__(self, name: str, backbone: Backbone, data: DataInfo, **cfg: Any) -> None:
+        super().__init__()
+        self.name = name
+        self.data = data
+
+    def forward(self, features: Features) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def make_metrics(self) -> nn.Module:
+        """A fresh ``torchmetrics.MetricCollection`` (or any module with update/compute/reset)."""
+        import torchmetrics
+
+        return torchmetrics.MetricCollection({})
+
+    def update_metrics(self, metrics: nn.Module, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
+        pass
+
+    def compute_metrics(self, metrics: nn.Module) -> dict[str, torch.Tensor]:
+        """Scalar metrics (name -> 0-d tensor); vector metrics are split by the task."""
+        return dict(metrics.compute())
+
+    def predict_columns(self, out: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Catalog columns for a predicted batch: name -> (B,) array."""
+        return {}

@@ -1,0 +1,231 @@
+"""The ``galframe`` command: ``galframe <command> [hydra overrides]``.
+
+Commands: train, simulate, plugins.  Every command composes its config from
+the package's ``conf/`` tree plus the config groups that plugins add; ``-m``
+runs a Hydra multirun (sweep), e.g. ``galframe train -m data.n_labeled=50,200,1000``.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from typing import Callable, Optional, Sequence
+
+from galframe.errors import ConfigError, GalframeError, closest
+
+CONFIG_MODULE = "galframe.conf"
+USAGE = """usage: galframe <command> [key=value ...] [-m]
+
+commands:
+  train      train a backbone with one or more tasks, then evaluate on the held-out split
+  simulate   write a simulated dataset: galframe simulate data=sim_desi data.n=5000 out=<dir>
+  plugins    list every discovered plugin (name, kind, distribution, version)
+
+Compose with Hydra overrides, e.g.
+  galframe train backbone=resnet50 'tasks=[classify]' trainer.max_epochs=10
+  galframe train -m data.n_labeled=50,200,1000
+  galframe train --cfg job        (print the composed config)
+"""
+
+_TASKS_OVERRIDE = re.compile(r"^(?P<prefix>[+~]{0,2})(?:tasks|task|task@tasks)(?P<rest>=.*|$)")
+
+
+def normalise_overrides(args: Sequence[str]) -> list[str]:
+    """Let users write ``tasks=[a,b]`` or ``task=a``: the group ``task`` is placed at package ``tasks``."""
+    out = []
+    for arg in args:
+        m = _TASKS_OVERRIDE.match(arg)
+        if m:
+            arg = f"{m.group('prefix')}task@tasks{m.group('rest')}"
+        out.append(arg)
+    return out
+
+
+def _first_of_sweeps(overrides: list[str]) -> list[str]:
+    """Replace sweep values (a,b,c / range / choice) by their first value, for validating the composition."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    result = []
+    for raw, ov in zip(overrides, parsed):
+        if ov.is_sweep_override():
+            first = next(iter(ov.sweep_string_iterator()))
+            result.append(f"{ov.get_key_element()}={first}")
+        else:
+            result.append(raw)
+    return result
+
+
+def validate(config_name: str, overrides: list[str]) -> None:
+    """Compose once and turn Hydra's composition errors into one clear message."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            compose(config_name, overrides=_first_of_sweeps(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(explain_config_error(exc, config_name, overrides)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def explain_config_error(exc: Exception, config_name: str, overrides: list[str]) -> str:
+    """One paragraph: what is wrong and the closest valid spelling."""
+    text = str(exc).strip()
+    m = re.search(r"Key '[^']+' is not in struct\s+full_key: (\S+)", text) or re.search(
+        r"Could not override '([^']+)'", text
+    )
+    if m:
+        full_key = m.group(1)
+        parent, _, key = full_key.rpartition(".")
+        keys = _keys_at(config_name, parent, [o for o in overrides if full_key not in o])
+        if key not in keys:
+            best = closest(key, keys)
+            hint = f" Did you mean '{(parent + '.') if parent else ''}{best}'?" if best else ""
+            where = f"'{parent}'" if parent else "the top level"
+            return (
+                f"Unknown config key '{full_key}': {where} has no key '{key}'.{hint} "
+                f"Valid keys there: {', '.join(sorted(keys))}. (Use +{full_key}=... to add a new key on purpose.)"
+            )
+    m = re.search(r"Could not find '([^']+)'", text)
+    if m:
+        group, _, option = m.group(1).rpartition("/")
+        options = _group_options(group)
+        best = closest(option, options)
+        hint = f" Did you mean '{best}'?" if best else ""
+        return f"Unknown {group} '{option}'.{hint} Available {group} configs: {', '.join(options) or '(none)'}."
+    return f"Invalid configuration: {text.splitlines()[0]}" + (
+        "\n" + "\n".join(text.splitlines()[1:4]) if len(text.splitlines()) > 1 else ""
+    )
+
+
+def _keys_at(config_name: str, dotted: str, overrides: Sequence[str] = ()) -> list[str]:
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name, overrides=_first_of_sweeps(list(overrides)))
+        node = OmegaConf.select(cfg, dotted) if dotted else cfg
+        return [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+    except Exception:
+        return []
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _group_options(group: str) -> list[str]:
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            repo = GlobalHydra.instance().config_loader().get_sources()  # type: ignore[attr-defined]
+            options: set[str] = set()
+            for source in repo:
+                if source.is_group(group):
+                    options.update(
+                        o.rsplit("/", 1)[-1].removesuffix(".yaml")
+                        for o in source.list(group, results_filter=None)  # type: ignore[arg-type]
+                        if o.endswith(".yaml") or "." not in o
+                    )
+            return sorted(o for o in options if o != "__init__")
+    except Exception:
+        return []
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def run_hydra(config_name: str, task_fn: Callable, args: list[str]) -> None:
+    """Run ``task_fn(cfg)`` under hydra.main, so -m sweeps, --cfg and output directories work."""
+    import hydra
+
+    overrides = [a for a in args if not a.startswith("-")]
+    if not any(a in ("--cfg", "-c", "--help", "-h", "--info", "--hydra-help") for a in args):
+        validate(config_name, overrides)
+    sys.argv = [f"galframe-{config_name}", *args]
+    hydra.main(config_path="pkg://" + CONFIG_MODULE, config_name=config_name, version_base="1.3")(task_fn)()
+
+
+def _train(cfg) -> float:  # type: ignore[no-untyped-def]
+    from hydra.core.hydra_config import HydraConfig
+
+    from galframe.train import run
+
+    metrics = run(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+    return float(next((v for k, v in metrics.items() if k.endswith("/auroc")), metrics.get("test/loss", 0.0)))
+
+
+def _simulate(cfg) -> None:  # type: ignore[no-untyped-def]
+    from omegaconf import OmegaConf
+
+    from galframe.sim import simulate
+
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    path = simulate(data, cfg.out, workers=cfg.get("workers"))
+    print(f"Wrote {data['n']} objects to {path}")
+
+
+def plugins_table() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from galframe import registry
+
+    table = Table(title="galframe plugins")
+    for col in ("kind", "name", "class", "distribution", "version"):
+        table.add_column(col)
+    for p in registry.plugins():
+        table.add_row(p.kind, p.name, p.value, p.distribution or "?", p.version or "?")
+    Console(width=200).print(table)
+
+
+COMMANDS = {"train": ("train", _train), "simulate": ("simulate", _simulate)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = args[0], normalise_overrides(args[1:])
+    try:
+        if command == "plugins":
+            plugins_table()
+            return 0
+        if command not in COMMANDS:
+            best = closest(command, [*COMMANDS, "plugins"])
+            raise ConfigError(
+                f"Unknown command '{command}'." + (f" Did you mean '{best}'?" if best else "") + "\n" + USAGE
+            )
+        config_name, fn = COMMANDS[command]
+        run_hydra(config_name, _wrap(fn), rest)
+        return 0
+    except GalframeError as exc:
+        print(f"galframe {command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _wrap(fn: Callable) -> Callable:
+    """Inside hydra.main, report galframe's own errors in one line and exit 2 (Hydra would print a traceback)."""
+
+    def task(cfg):  # type: ignore[no-untyped-def]
+        try:
+            return fn(cfg)
+        except GalframeError as exc:
+            print(f"galframe: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    task.__name__ = fn.__name__
+    task.__module__ = fn.__module__
+    return task
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

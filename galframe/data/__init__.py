@@ -1,0 +1,1 @@
+"""Data: the dataset format, readers, scalings, augmentation and the datamodule."""

@@ -1,0 +1,276 @@
+"""Reading a galframe dataset directory (HDF5 shards + Parquet catalog) for training.
+
+Splits are seeded permutations of the catalog; ``n_labeled`` draws a seeded
+subset of the training split for few-shot studies.  Images are delivered in
+calibrated flux; the model applies augmentation and scaling.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from galframe.api import DataInfo
+from galframe.errors import ConfigError, DataError
+
+MANIFEST = "manifest.json"
+CATALOG = "catalog.parquet"
+SPECIAL_KEYS = ("label", "clean", "votes")
+
+
+def resolve_dataset(cfg: Mapping[str, Any], progress: bool = True) -> Path:
+    """The dataset directory a data config points at, simulating it into the cache if needed."""
+    path = cfg.get("path")
+    if path:
+        root = Path(str(path)).expanduser()
+        if not root.exists():
+            raise DataError(f"{root}: dataset directory not found (data.path).")
+        return root
+    if cfg.get("sim") is None:
+        raise ConfigError("data.path is not set and this data config has no 'sim' block to simulate from.")
+    from galframe.sim import cached_dataset
+
+    return cached_dataset(cfg, progress=progress)
+
+
+def read_manifest(root: Path) -> dict:
+    file = Path(root) / MANIFEST
+    if not file.is_file():
+        raise DataError(f"{root}: not a galframe dataset (no {MANIFEST}); was the simulation interrupted?")
+    try:
+        manifest = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{file}: unreadable manifest ({exc})") from exc
+    if manifest.get("format") != "galframe-dataset":
+        raise DataError(f"{file}: not a galframe dataset manifest (format={manifest.get('format')!r}).")
+    return manifest
+
+
+class GalaxyDataset(Dataset):
+    """Objects of one split.  Each item: ``image`` (bands, H, W) flux, ``id``, and what tasks require."""
+
+    def __init__(self, root: Path, manifest: dict, catalog: "Any", keys: Sequence[str]) -> None:
+        self.root = Path(root)
+        self.files = [self.root / s["file"] for s in manifest["shards"]]
+        self.catalog = catalog.reset_index(drop=True)
+        self.keys = list(keys)
+        self.bands = list(manifest["bands"])
+        self._shard = self.catalog["shard"].to_numpy()
+        self._index = self.catalog["index"].to_numpy()
+        self._ids = self.catalog["id"].to_numpy()
+        self._label = self.catalog["class"].to_numpy().astype(np.int64) if "class" in self.catalog else None
+        sigma_cols = [f"sky_sigma_{b}" for b in self.bands]
+        self._sigma = (
+            self.catalog[sigma_cols].to_numpy(np.float32) if all(c in self.catalog for c in sigma_cols) else None
+        )
+        self._columns = {
+            k: self.catalog[k].to_numpy(np.float32) for k in self.keys if k not in SPECIAL_KEYS
+        }
+        self._handles: dict[int, Any] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    def _h5(self, shard: int) -> Any:
+        import h5py
+
+        if self._pid != os.getpid():  # a forked DataLoader worker opens its own handles
+            self._handles, self._pid = {}, os.getpid()
+        handle = self._handles.get(shard)
+        if handle is None:
+            file = self.files[shard]
+            try:
+                handle = h5py.File(file, "r")
+            except OSError as exc:
+                raise DataError(f"{file}: cannot open HDF5 shard ({exc})") from exc
+            self._handles[shard] = handle
+        return handle
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        shard, row = int(self._shard[i]), int(self._index[i])
+        h5 = self._h5(shard)
+        image = np.asarray(h5["images"][row], dtype=np.float32)
+        bad = ~np.isfinite(image)
+        if bad.any():
+            raise DataError(
+                f"{self.files[shard]}: object id {int(self._ids[i])} (row {row}) has {int(bad.sum())} NaN/inf pixels."
+            )
+        item: dict[str, Any] = {"image": torch.from_numpy(image), "id": int(self._ids[i])}
+        if self._sigma is not None:
+            item["noise_sigma"] = torch.from_numpy(self._sigma[i].copy())
+        for key in self.keys:
+            if key == "label":
+                item["label"] = int(self._label[i])
+            elif key == "clean":
+                item["clean"] = torch.from_numpy(np.asarray(h5["clean"][row], dtype=np.float32))
+            elif key == "votes":
+                raise DataError(f"{self.root}: this dataset has no vote counts (needed by a task).")
+            else:
+                item[key] = torch.tensor(self._columns[key][i])
+        return item
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffling sampler whose order depends only on (seed, epoch): resumable runs see the same batches."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return iter(rng.permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class GalaxyDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: Mapping[str, Any], requires: Sequence[str] = ("label",), progress: bool = True) -> None:
+        super().__init__()
+        self.cfg = dict(cfg)
+        self.requires = sorted(set(requires))
+        self.progress = progress
+        self.root: Optional[Path] = None
+        self.manifest: dict = {}
+        self.splits: dict[str, Any] = {}
+        self._prepared = False
+
+    # -- set-up --------------------------------------------------------------
+    def prepare(self) -> None:
+        """Find (or simulate) the data, check it, and cut the splits.  Idempotent."""
+        if self._prepared:
+            return
+        import pandas as pd
+
+        self.root = resolve_dataset(self.cfg, progress=self.progress)
+        self.manifest = read_manifest(self.root)
+        want = [str(b) for b in self.cfg.get("bands") or self.manifest["bands"]]
+        have = [str(b) for b in self.manifest["bands"]]
+        if want != have:
+            raise DataError(
+                f"{self.root / MANIFEST}: the dataset has {len(have)} band(s) {have}, the config asks for "
+                f"{len(want)} {want} (data.bands)."
+            )
+        size = self.cfg.get("image_size")
+        if size and int(size) != int(self.manifest["image_size"]):
+            raise DataError(
+                f"{self.root / MANIFEST}: images are {self.manifest['image_size']} px, the config asks for {size} (data.image_size)."
+            )
+        cat_file = self.root / CATALOG
+        try:
+            catalog = pd.read_parquet(cat_file)
+        except Exception as exc:
+            raise DataError(f"{cat_file}: cannot read the catalog ({type(exc).__name__}: {exc})") from exc
+        if len(catalog) == 0:
+            raise DataError(f"{cat_file}: the dataset is empty (0 objects).")
+        for key in self.requires:
+            if key == "label" and "class" not in catalog:
+                raise DataError(f"{cat_file}: a task needs class labels but the catalog has no 'class' column.")
+            if key == "clean" and not self.manifest.get("has_clean", False):
+                raise DataError(f"{self.root}: a task needs noise-free 'clean' images; this dataset has none.")
+            if key not in SPECIAL_KEYS and key not in catalog:
+                raise DataError(f"{cat_file}: a task needs column '{key}', which the catalog does not have.")
+        self.splits = self._split(catalog, cat_file)
+        self._prepared = True
+
+    def _split(self, catalog: Any, cat_file: Path) -> dict[str, Any]:
+        fractions = dict(self.cfg.get("split") or {"train": 0.7, "val": 0.15, "test": 0.15})
+        unknown = set(fractions) - {"train", "val", "test"}
+        if unknown:
+            raise ConfigError(f"data.split has unknown split(s) {sorted(unknown)}; use train, val, test.")
+        total = sum(float(v) for v in fractions.values())
+        if total <= 0 or total > 1.0 + 1e-6:
+            raise ConfigError(f"data.split fractions sum to {total:g}; they must be in (0, 1].")
+        n = len(catalog)
+        order = np.random.default_rng(int(self.cfg.get("seed", 0))).permutation(n)
+        cuts, start, splits = {}, 0, {}
+        for name in ("train", "val", "test"):
+            count = int(round(float(fractions.get(name, 0.0)) * n))
+            cuts[name] = order[start : start + count]
+            start += count
+        for name, idx in cuts.items():
+            splits[name] = catalog.iloc[np.sort(idx)]
+        n_labeled = self.cfg.get("n_labeled")
+        if n_labeled is not None:
+            n_labeled = int(n_labeled)
+            if n_labeled < 1:
+                raise ConfigError(f"data.n_labeled must be at least 1 (got {n_labeled}).")
+            train = splits["train"]
+            if n_labeled > len(train):
+                raise DataError(
+                    f"{cat_file}: data.n_labeled={n_labeled} but the training split has only {len(train)} objects."
+                )
+            rng = np.random.default_rng([int(self.cfg.get("seed", 0)), 1, n_labeled])
+            splits["train"] = train.iloc[np.sort(rng.choice(len(train), n_labeled, replace=False))]
+        if len(splits["train"]) == 0:
+            raise DataError(f"{cat_file}: the training split is empty ({n} objects, data.split={fractions}).")
+        return splits
+
+    def info(self) -> DataInfo:
+        self.prepare()
+        train = self.splits["train"]
+        classes = tuple(self.manifest.get("classes") or ())
+        stats: dict[str, Any] = {"n_train": len(train)}
+        if classes and "class" in train:
+            counts = np.bincount(train["class"].to_numpy(), minlength=len(classes))
+            stats["class_counts"] = counts.tolist()
+        numeric = [c for c in train.columns if c not in ("id", "shard", "index", "class") and train[c].dtype.kind == "f"]
+        stats["column_mean"] = {c: float(np.nanmean(train[c])) if train[c].notna().any() else 0.0 for c in numeric}
+        stats["column_std"] = {c: float(np.nanstd(train[c])) if train[c].notna().any() else 1.0 for c in numeric}
+        return DataInfo(
+            bands=tuple(self.manifest["bands"]),
+            image_size=int(self.manifest["image_size"]),
+            classes=classes,
+            pixel_scale=float(self.manifest.get("pixel_scale", 0.262)),
+            columns=tuple(train.columns),
+            stats=stats,
+        )
+
+    def dataset(self, split: str) -> GalaxyDataset:
+        self.prepare()
+        return GalaxyDataset(self.root, self.manifest, self.splits[split], self.requires)
+
+    # -- Lightning hooks -----------------------------------------------------
+    def setup(self, stage: Optional[str] = None) -> None:
+        self.prepare()
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        ds = self.dataset(split)
+        workers = int(self.cfg.get("num_workers", 0) or 0)
+        return DataLoader(
+            ds,
+            batch_size=int(self.cfg.get("batch_size", 64)),
+            sampler=EpochSampler(len(ds), int(self.cfg.get("seed", 0)), shuffle=train),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

@@ -1,0 +1,227 @@
+"""GalaxyModel: one backbone and a dict of task heads, trained together by Lightning."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any, Mapping, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from galframe import registry
+from galframe.api import DataInfo, Features
+from galframe.data.augment import augment_batch
+from galframe.data.scaling import build_scaling
+from galframe.errors import ConfigError, DataError, check_choice
+
+FINETUNE_MODES = ("full", "frozen", "last_n")
+CORE_TASK_KEYS = ("plugin", "weight")
+
+
+def split_plugin_cfg(cfg: Mapping[str, Any], what: str, core_keys: tuple[str, ...] = ("plugin",)) -> tuple[str, dict, dict]:
+    cfg = dict(cfg)
+    if "plugin" not in cfg:
+        raise ConfigError(f"{what} config has no 'plugin' key naming the plugin to build.")
+    core = {k: cfg.pop(k) for k in core_keys if k in cfg}
+    return str(core.pop("plugin")), core, cfg
+
+
+class GalaxyModel(pl.LightningModule):
+    """``config`` is a plain dict: data_info, backbone, tasks, optimizer, scheduler, finetune, augment, scaling, seed."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": dict(config)})
+        cfg = self.hparams["config"]
+        self.data_info = DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["data_info"].items()})
+        self.bands = list(self.data_info.bands)
+        self.scaling = build_scaling(cfg.get("scaling") or {"name": "asinh"}, self.bands)
+        name, _, options = split_plugin_cfg(cfg["backbone"], "backbone")
+        self.backbone = registry.build("backbone", name, options, data=self.data_info)
+        tasks_cfg = cfg.get("tasks") or {}
+        if not tasks_cfg:
+            raise ConfigError("No task selected: choose at least one, e.g. 'tasks=[classify]'.")
+        self.tasks = nn.ModuleDict()
+        self.task_weights: dict[str, float] = {}
+        for task_name, task_cfg in tasks_cfg.items():
+            plugin, core, options = split_plugin_cfg(task_cfg, f"task '{task_name}'", CORE_TASK_KEYS)
+            self.tasks[task_name] = registry.build(
+                "task", plugin, options, name=task_name, backbone=self.backbone, data=self.data_info
+            )
+            self.task_weights[task_name] = float(core.get("weight", 1.0))
+        self.decode = any(getattr(t, "needs_decoder", False) for t in self.tasks.values())
+        if self.decode and not getattr(self.backbone, "has_decoder", False):
+            raise ConfigError(f"A selected task needs a decoder, which backbone '{name}' does not have.")
+        self.val_metrics = nn.ModuleDict({n: t.make_metrics() for n, t in self.tasks.items()})
+        self.test_metrics = nn.ModuleDict({n: t.make_metrics() for n, t in self.tasks.items()})
+        self.finetune = dict(cfg.get("finetune") or {"mode": "full"})
+        check_choice("finetune.mode", str(self.finetune.get("mode", "full")), FINETUNE_MODES)
+        self._frozen = self._apply_finetune()
+
+    # -- construction helpers -----------------------------------------------
+    @property
+    def config(self) -> dict:
+        return self.hparams["config"]
+
+    def requires(self) -> list[str]:
+        keys: set[str] = set()
+        for task in self.tasks.values():
+            keys.update(task.requires)
+        return sorted(keys)
+
+    def _apply_finetune(self) -> list[nn.Module]:
+        mode = self.finetune.get("mode", "full")
+        blocks = self.backbone.blocks()
+        if mode == "frozen":
+            frozen = blocks
+        elif mode == "last_n":
+            n = int(self.finetune.get("n_blocks", 1))
+            if not 0 < n <= len(blocks):
+                raise ConfigError(f"finetune.n_blocks={n}, but this backbone has {len(blocks)} blocks.")
+            frozen = blocks[: len(blocks) - n]
+        else:
+            frozen = []
+        for block in frozen:
+            for p in block.parameters():
+                p.requires_grad_(False)
+        return list(frozen)
+
+    def train(self, mode: bool = True) -> "GalaxyModel":
+        super().train(mode)
+        for block in self._frozen:  # frozen stages keep their normalisation statistics
+            block.eval()
+        return self
+
+    def param_groups(self) -> list[dict]:
+        lr = float(self.config["optimizer"].get("lr", 1e-3))
+        decay = float(self.finetune.get("lr_decay", 1.0) or 1.0)
+        blocks = self.backbone.blocks()
+        seen: set[int] = set()
+        groups = []
+        for depth, block in enumerate(blocks):
+            params = [p for p in block.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in block.parameters())
+            if params:
+                groups.append({"params": params, "lr": lr * decay ** (len(blocks) - 1 - depth), "name": f"backbone.{depth}"})
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
+        if rest:
+            groups.append({"params": rest, "lr": lr, "name": "heads"})
+        return groups
+
+    # -- forward ------------------------------------------------------------
+    def check_bands(self, bands: list[str], source: str = "input") -> None:
+        if list(bands) != self.bands:
+            raise DataError(
+                f"{source}: has bands {list(bands)}, but this model was trained on {self.bands}."
+            )
+
+    def forward(self, flux: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        if flux.dim() != 4 or flux.shape[1] != len(self.bands):
+            raise DataError(
+                f"input has shape {tuple(flux.shape)}; this model expects (batch, {len(self.bands)} bands {self.bands}, H, W)."
+            )
+        features: Features = self.backbone(self.scaling(flux), decode=self.decode)
+        return {name: task(features) for name, task in self.tasks.items()}
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        trainer = self._trainer
+        augment = self.config.get("augment") or {}
+        if trainer is not None and trainer.training and any(augment.values()):
+            seed = int(self.config.get("seed", 0))
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + int(trainer.global_step))
+            batch = augment_batch(batch, augment, gen)
+        return batch
+
+    # -- steps ----------------------------------------------------------------
+    def _losses(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        losses = {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
+        total = sum(self.task_weights[n] * l for n, l in losses.items())
+        return total, losses
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # dropout and other stochastic layers draw from a stream fixed by (seed, step): exact resume
+        torch.manual_seed(int(self.config.get("seed", 0)) * 7919 + int(self.global_step))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self(batch["image"])
+        total, losses = self._losses(outputs, batch)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for name, value in losses.items():
+            self.log(f"train/{name}/loss", value, batch_size=bs)
+        return total
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        outputs = self(batch["image"])
+        total, losses = self._losses(outputs, batch)
+        bs = batch["image"].shape[0]
+        self.log(f"{stage}/loss", total, prog_bar=stage == "val", batch_size=bs)
+        for name, value in losses.items():
+            self.log(f"{stage}/{name}/loss", value, batch_size=bs)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        for name, task in self.tasks.items():
+            task.update_metrics(metrics[name], outputs[name], batch)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        for name, task in self.tasks.items():
+            for key, value in task.compute_metrics(metrics[name]).items():
+                self.log(f"{stage}/{name}/{key}", value, prog_bar=(stage == "val" and key == (task.monitor or ("",))[0]))
+            metrics[name].reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        outputs = self(batch["image"])
+        columns: dict[str, Any] = {"id": batch["id"].cpu().numpy() if torch.is_tensor(batch["id"]) else batch["id"]}
+        for name, task in self.tasks.items():
+            columns.update(task.predict_columns(outputs[name]))
+        return columns
+
+    # -- optimisation ---------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        from hydra.utils import instantiate
+
+        opt_cfg = dict(self.config["optimizer"])
+        opt_cfg["_partial_"] = True
+        optimizer = instantiate(opt_cfg)(params=self.param_groups())
+        sched = dict(self.config.get("scheduler") or {"name": "none"})
+        name = check_choice("scheduler.name", str(sched.get("name", "none")), ("none", "cosine"))
+        if name == "none":
+            return optimizer
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        steps_per_epoch = max(total // max(int(self.trainer.max_epochs or 1), 1), 1)
+        warmup = int(float(sched.get("warmup_epochs", 0.0)) * steps_per_epoch)
+        floor = float(sched.get("min_lr_ratio", 0.01))
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def monitor(self) -> tuple[str, str]:
+        """The validation metric that picks the best checkpoint: the first task's, else val/loss."""
+        for name, task in self.tasks.items():
+            if task.monitor:
+                return f"val/{name}/{task.monitor[0]}", task.monitor[1]
+        return "val/loss", "min"
+
+
+def data_info_dict(info: DataInfo) -> dict:
+    d = asdict(info)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -1,0 +1,174 @@
+"""`galframe train`: compose, build, fit, evaluate on the held-out split, report."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from galframe.errors import ConfigError, DataError
+
+CORE_TRAINER_KEYS = ("progress_bar",)
+
+
+def to_dict(cfg: Any) -> dict:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def model_config(cfg: dict, info: Any) -> dict:
+    from galframe.model import data_info_dict
+
+    return {
+        "data_info": data_info_dict(info),
+        "backbone": cfg["backbone"],
+        "tasks": cfg.get("tasks") or {},
+        "optimizer": cfg["optimizer"],
+        "scheduler": cfg.get("scheduler"),
+        "finetune": cfg.get("finetune"),
+        "augment": cfg["data"].get("augment") or {},
+        "scaling": cfg["data"].get("scaling") or {"name": "asinh"},
+        "seed": int(cfg.get("seed", 0)),
+    }
+
+
+def find_resume_checkpoint(spec: str, runs_root: Path, current: Optional[Path] = None) -> Path:
+    """``last``: the newest ``checkpoints/last.ckpt`` under the runs directory; else a run dir or a file."""
+    if spec == "last":
+        candidates = [
+            p for p in runs_root.rglob("checkpoints/last.ckpt") if current is None or current not in p.parents
+        ]
+        if not candidates:
+            raise DataError(f"{runs_root}: resume=last found no checkpoints/last.ckpt in any earlier run.")
+        return max(candidates, key=lambda p: p.stat().st_mtime)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise DataError(f"{path}: no checkpoint to resume from (resume={spec}).")
+    return path
+
+
+def build_logger(cfg: dict, run_dir: Path) -> Any:
+    logger_cfg = dict(cfg.get("logger") or {"name": "none"})
+    name = logger_cfg.pop("name", "none")
+    if name == "none":
+        return False
+    if name == "csv":
+        from pytorch_lightning.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    if name == "tensorboard":
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+    if name == "wandb":
+        from pytorch_lightning.loggers import WandbLogger
+
+        mode = logger_cfg.pop("mode", "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        if mode == "offline":
+            os.environ["WANDB_MODE"] = "offline"
+        return WandbLogger(
+            project=logger_cfg.pop("project", "galframe"),
+            name=logger_cfg.pop("run_name", None) or run_dir.name,
+            save_dir=str(run_dir),
+            offline=(mode == "offline"),
+            tags=list(logger_cfg.pop("tags", []) or []),
+            config=cfg,
+            **logger_cfg,
+        )
+    raise ConfigError(f"Unknown logger '{name}'. Available: wandb, csv, tensorboard, none.")
+
+
+def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ()) -> dict:
+    """Train one composition; returns the held-out metrics (and writes them to ``metrics.json``)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+
+    from galframe.data.datamodule import GalaxyDataModule
+    from galframe.model import GalaxyModel
+    from galframe.report import write_reports
+
+    _quiet_known_warnings()
+    cfg = to_dict(cfg)
+    run_dir = Path(run_dir or cfg.get("run_dir") or Path.cwd()).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
+
+    trainer_cfg = dict(cfg["trainer"])
+    progress = trainer_cfg.pop("progress_bar", "rich")
+    dm = GalaxyDataModule(cfg["data"], requires=_task_requires(cfg), progress=bool(progress))
+    info = dm.info()
+    model = GalaxyModel(model_config(cfg, info))
+    ckpt_path = None
+    if cfg.get("resume"):
+        ckpt_path = str(find_resume_checkpoint(str(cfg["resume"]), Path(cfg["paths"]["runs"]).resolve(), run_dir))
+        print(f"Resuming from {ckpt_path}")
+
+    monitor, mode = model.monitor()
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_last=True,
+        save_top_k=1,
+    )
+    cbs: list[Any] = [checkpoint, *callbacks]
+    if progress == "rich":
+        cbs.append(RichProgressBar(leave=True))
+    elif progress == "tqdm":
+        cbs.append(TQDMProgressBar())
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir),
+        logger=build_logger(cfg, run_dir),
+        callbacks=cbs,
+        enable_progress_bar=bool(progress),
+        enable_model_summary=bool(progress),
+        **trainer_cfg,
+    )
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    metrics: dict[str, float] = {}
+    if cfg.get("evaluate", True) and len(dm.splits.get("test", [])) > 0 and not trainer_cfg.get("fast_dev_run"):
+        best = checkpoint.best_model_path or None
+        results = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
+        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        metrics["n_train"] = float(len(dm.splits["train"]))
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_reports(model, dm, metrics, run_dir, trainer)
+    if trainer.logger and hasattr(trainer.logger, "experiment") and cfg.get("logger", {}).get("name") == "wandb":
+        import wandb
+
+        if metrics:
+            trainer.logger.experiment.summary.update(metrics)
+        wandb.finish()
+    return metrics
+
+
+def _quiet_known_warnings() -> None:
+    """Silence library warnings that say nothing actionable to a galframe user."""
+    import warnings
+
+    for pattern in (
+        ".*isinstance\\(treespec, LeafSpec\\).*",
+        ".*overridden `on_after_batch_transfer`.*",
+        ".*does not have many workers.*",
+        ".*The number of training batches .* is smaller than the logging interval.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def _task_requires(cfg: dict) -> list[str]:
+    """The batch keys the selected tasks read, known without building the model."""
+    from galframe import registry
+    from galframe.model import split_plugin_cfg
+
+    keys: set[str] = set()
+    for task_name, task_cfg in (cfg.get("tasks") or {}).items():
+        plugin, _, _ = split_plugin_cfg(task_cfg, f"task '{task_name}'")
+        keys.update(getattr(registry.load("task", plugin), "requires", ()))
+    return sorted(keys)

@@ -1,0 +1,34 @@
+"""Helpers for tests: run the CLI as a user would, compose configs as galframe does."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def galframe_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed ``galframe`` command in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "galframe.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=str(cwd or ROOT),
+        timeout=timeout,
+    )
+
+
+def compose_train(*overrides: str):
+    """The composed train config (as galframe train would see it, with tasks= aliases)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from galframe.cli import normalise_overrides
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("galframe.conf", version_base="1.3"):
+        return compose("train", overrides=normalise_overrides(list(overrides)))

@@ -1,0 +1,242 @@
+"""Training end to end: every composition, metrics, W&B files, resume, fine-tuning modes, multirun, errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from galframe.errors import ConfigError, DataError
+from tests.helpers import ROOT, compose_train, galframe_cli
+
+CONF = ROOT / "conf"
+BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml") if p.stem != "timm")
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.progress_bar=false"]
+
+
+def _run(tmp_path: Path, *overrides: str, callbacks=()):
+    from galframe.train import run
+
+    cfg = compose_train(*overrides)
+    return run(cfg, run_dir=tmp_path / "run", callbacks=callbacks)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("task", TASKS)
+def test_fast_dev_run_every_composition(tiny_dataset, tmp_path, backbone, task) -> None:
+    metrics = _run(tmp_path, f"backbone={backbone}", f"tasks=[{task}]", f"data.path={tiny_dataset}", "trainer=fast", "logger=none")
+    assert metrics == {}  # fast_dev_run trains and validates one batch, no held-out evaluation
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_train_reports_metrics_pictures_and_offline_wandb_run(tiny_dataset, runs_dir) -> None:
+    result = galframe_cli(
+        "train",
+        f"data.path={tiny_dataset}",
+        "data.batch_size=32",
+        "trainer.max_epochs=2",
+        "trainer.progress_bar=false",
+        "logger=wandb",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dirs = list((runs_dir / "train").iterdir())
+    assert len(run_dirs) == 1
+    run_dir = run_dirs[0]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    classes = json.loads((Path(tiny_dataset) / "manifest.json").read_text())["classes"]
+    for key in ["test/classify/accuracy", "test/classify/auroc", "test/classify/ece", "test/classify/balanced_accuracy"]:
+        assert 0.0 <= metrics[key] <= 1.0, key
+    for cls in classes:
+        assert 0.0 <= metrics[f"test/classify/recall_{cls}"] <= 1.0
+    # the table is printed
+    assert "Held-out metrics" in result.stdout and "auroc" in result.stdout
+    # pictures and the predictions catalog
+    assert (run_dir / "confusion_classify.png").stat().st_size > 5000
+    assert (run_dir / "samples.png").stat().st_size > 5000
+    pred = pd.read_parquet(run_dir / "predictions_test.parquet")
+    assert {"id", "classify_class", "classify_entropy", *[f"classify_p_{c}" for c in classes]} <= set(pred.columns)
+    assert abs(pred[[f"classify_p_{c}" for c in classes]].sum(axis=1) - 1).max() < 1e-4
+    # checkpoints
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
+    # W&B offline run files hold the logged metrics
+    wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1, list((run_dir / "wandb").iterdir())
+    logged = read_wandb_history(wandb_runs[0])
+    assert any("train/loss" in row for row in logged["history"])
+    assert any("val/classify/auroc" in row for row in logged["history"])
+    assert abs(logged["summary"]["test/classify/auroc"] - metrics["test/classify/auroc"]) < 1e-6
+
+
+def read_wandb_history(run_path: Path) -> dict:
+    """Parse an offline W&B run's .wandb file (records written by the W&B SDK) into history rows and summary."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    files = list(run_path.glob("*.wandb"))
+    assert len(files) == 1, files
+    store = datastore.DataStore()
+    store.open_for_scan(str(files[0]))
+    history, summary = [], {}
+    while True:
+        data = store.scan_data()
+        if data is None:
+            break
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+        elif kind == "summary":
+            for item in record.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return {"history": history, "summary": summary}
+
+
+def _losses(csv_root: Path) -> dict[int, float]:
+    frame = pd.read_csv(next(csv_root.rglob("metrics.csv")))
+    frame = frame.dropna(subset=["train/loss"])
+    return dict(zip(frame["step"].astype(int), frame["train/loss"].astype(float)))
+
+
+def test_resume_after_kill_gives_the_same_next_step_loss(tiny_dataset, tmp_path) -> None:
+    args = [
+        "train",
+        f"data.path={tiny_dataset}",
+        "data.batch_size=16",
+        "trainer.max_epochs=3",
+        "trainer.log_every_n_steps=1",
+        "trainer.progress_bar=false",
+        "logger=csv",
+        "evaluate=false",
+    ]
+    full_env = {**os.environ, "GALFRAME_RUNS": str(tmp_path / "full")}
+    full = subprocess.run([sys.executable, "-m", "galframe.cli", *args], env=full_env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    reference = _losses(tmp_path / "full")
+
+    kill_env = {**os.environ, "GALFRAME_RUNS": str(tmp_path / "killed")}
+    proc = subprocess.Popen([sys.executable, "-m", "galframe.cli", *args], env=kill_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    ckpt = None
+    while time.time() < deadline and ckpt is None:
+        found = list((tmp_path / "killed").rglob("checkpoints/last.ckpt"))
+        ckpt = found[0] if found else None
+        time.sleep(0.2)
+    assert ckpt is not None, "the run never wrote a checkpoint"
+    time.sleep(1.0)  # let the checkpoint finish writing, then kill -9 mid-training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved_step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    assert 0 < saved_step < max(reference)
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "galframe.cli", *args, "resume=last"], env=kill_env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from" in resumed.stdout
+    resumed_dir = max((p for p in (tmp_path / "killed" / "train").iterdir()), key=lambda p: p.name)
+    after = _losses(resumed_dir)
+    first = min(after)
+    assert first == saved_step  # continues at the next step, not from scratch
+    assert after[first] == pytest.approx(reference[first], rel=1e-5, abs=1e-6)
+    assert max(after) == max(reference)
+
+
+def test_finetune_modes_and_layerwise_lr_decay(tiny_dataset) -> None:
+    from galframe.data.datamodule import GalaxyDataModule
+    from galframe.model import GalaxyModel
+    from galframe.train import model_config, to_dict
+
+    def build(*overrides):
+        cfg = to_dict(compose_train(f"data.path={tiny_dataset}", *overrides))
+        dm = GalaxyDataModule(cfg["data"], progress=False)
+        return GalaxyModel(model_config(cfg, dm.info())), dm
+
+    model, dm = build("finetune.mode=frozen")
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    groups = model.param_groups()
+    assert [g["name"] for g in groups] == ["heads"]
+    # a frozen backbone does not move, even its batch-norm statistics, while the head learns
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    head_before = model.tasks["classify"].head[-1].weight.clone()
+    opt = torch.optim.SGD([p for g in groups for p in g["params"]], lr=0.1)
+    model.train()
+    batch = next(iter(dm.train_dataloader()))
+    loss, _ = model._losses(model(batch["image"]), batch)
+    loss.backward()
+    opt.step()
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(head_before, model.tasks["classify"].head[-1].weight)
+
+    model, _ = build("finetune.mode=last_n", "finetune.n_blocks=2")
+    blocks = model.backbone.blocks()
+    assert all(not p.requires_grad for b in blocks[:-2] for p in b.parameters())
+    assert all(p.requires_grad for b in blocks[-2:] for p in b.parameters())
+
+    model, _ = build("finetune.mode=full", "finetune.lr_decay=0.5", "optimizer.lr=0.01")
+    groups = model.param_groups()
+    lrs = [g["lr"] for g in groups if g["name"].startswith("backbone")]
+    assert lrs == pytest.approx([0.01 * 0.5 ** (len(lrs) - 1 - i) for i in range(len(lrs))])
+    assert groups[-1]["name"] == "heads" and groups[-1]["lr"] == 0.01
+    n_params = sum(p.numel() for g in groups for p in g["params"])
+    assert n_params == sum(p.numel() for p in model.parameters())
+
+    with pytest.raises(ConfigError, match="n_blocks=99"):
+        build("finetune.mode=last_n", "finetune.n_blocks=99")
+
+
+def test_multirun_sweep_over_label_budgets(tiny_dataset, runs_dir) -> None:
+    result = galframe_cli("train", "-m", "data.n_labeled=20,40", f"data.path={tiny_dataset}", "logger=none", *SHORT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted((runs_dir / "train-multirun").glob("*/*/metrics.json"))
+    assert len(jobs) == 2
+    n_train = sorted(json.loads(p.read_text())["n_train"] for p in jobs)
+    assert n_train == [20, 40]
+
+
+def test_wrong_band_count_and_empty_data_are_clear_errors(tiny_dataset, tmp_path) -> None:
+    with pytest.raises(DataError, match=r"manifest.json: the dataset has 3 band\(s\) \['g', 'r', 'z'\], the config asks for 2"):
+        _run(tmp_path, f"data.path={tiny_dataset}", "data.bands=[g,r]", "trainer=fast", "logger=none")
+    with pytest.raises(DataError, match="the training split is empty"):
+        _run(tmp_path, f"data.path={tiny_dataset}", "data.split={train:0.0,val:0.5,test:0.5}", "trainer=fast", "logger=none")
+    with pytest.raises(DataError, match="n_labeled=100000 but the training split has only"):
+        _run(tmp_path, f"data.path={tiny_dataset}", "data.n_labeled=100000", "trainer=fast", "logger=none")
+    with pytest.raises(DataError, match="dataset directory not found"):
+        _run(tmp_path, f"data.path={tmp_path / 'nowhere'}", "trainer=fast", "logger=none")
+
+    result = galframe_cli("train", f"data.path={tiny_dataset}", "data.bands=[g,r]", "trainer=fast", "logger=none")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "band(s)" in result.stderr
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path) -> None:
+    from galframe.data.format import DatasetWriter
+
+    out = tmp_path / "empty"
+    with DatasetWriter(out, "empty", ["g", "r", "z"], 64, 0.262, 22.5, ["a", "b"], {}):
+        pass
+    with pytest.raises(DataError, match=r"catalog.parquet: the dataset is empty \(0 objects\)"):
+        _run(tmp_path, f"data.path={out}", "trainer=fast", "logger=none")
+
+
+def test_nan_pixels_name_the_file_and_object(tiny_dataset, tmp_path) -> None:
+    import shutil
+
+    import h5py
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dataset, broken)
+    shard = sorted(broken.glob("shard-*.h5"))[0]
+    with h5py.File(shard, "r+") as h5:
+        h5["images"][:, 0, 10, 10] = float("nan")
+    with pytest.raises(DataError, match=r"shard-00000.h5: object id \d+ .* NaN/inf pixels"):
+        _run(tmp_path, f"data.path={broken}", "trainer=fast", "logger=none")

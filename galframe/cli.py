@@ -17,6 +17,7 @@ USAGE = """usage: galframe <command> [key=value ...] [-m]
 
 commands:
   train      train a backbone with one or more tasks, then evaluate on the held-out split
+  pretrain   self-supervised pretraining of a backbone on unlabeled images (galframe pretrain backbone=lvm_tiny)
   simulate   write a simulated dataset: galframe simulate data=sim_desi data.n=5000 out=<dir>
   plugins    list every discovered plugin (name, kind, distribution, version)
 
@@ -103,20 +104,24 @@ def explain_config_error(exc: Exception, config_name: str, overrides: list[str])
 
 
 def _keys_at(config_name: str, dotted: str, overrides: Sequence[str] = ()) -> list[str]:
+    """Keys of node ``dotted`` in the composed config (with the user's group choices, where they compose)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name, overrides=_first_of_sweeps(list(overrides)))
-        node = OmegaConf.select(cfg, dotted) if dotted else cfg
-        return [str(k) for k in node.keys()] if hasattr(node, "keys") else []
-    except Exception:
-        return []
-    finally:
+    group_choices = [o for o in overrides if "." not in o.split("=", 1)[0]]
+    for attempt in (list(overrides), group_choices, []):
         GlobalHydra.instance().clear()
+        try:
+            with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+                cfg = compose(config_name, overrides=_first_of_sweeps(attempt))
+            node = OmegaConf.select(cfg, dotted) if dotted else cfg
+            return [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+        except Exception:
+            continue
+        finally:
+            GlobalHydra.instance().clear()
+    return []
 
 
 def _group_options(group: str) -> list[str]:
@@ -162,6 +167,24 @@ def _train(cfg) -> float:  # type: ignore[no-untyped-def]
     return float(next((v for k, v in metrics.items() if k.endswith("/auroc")), metrics.get("test/loss", 0.0)))
 
 
+def _pretrain(cfg) -> float:  # type: ignore[no-untyped-def]
+    """Self-supervised pretraining, provided by the backbone plugin itself (its ``pretrain(cfg, run_dir)``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from galframe import registry
+
+    plugin = str(cfg.backbone.plugin)
+    cls = registry.load("backbone", plugin)
+    pretrain = getattr(cls, "pretrain", None)
+    if pretrain is None:
+        able = [p.name for p in registry.plugins("backbone") if hasattr(p.load(), "pretrain")]
+        raise ConfigError(
+            f"backbone plugin '{plugin}' has no self-supervised pretraining. Backbones that do: {', '.join(able) or '(none)'}."
+        )
+    metrics = pretrain(cfg, HydraConfig.get().runtime.output_dir)
+    return float(metrics.get("heldout/l1", 0.0)) if metrics else 0.0
+
+
 def _simulate(cfg) -> None:  # type: ignore[no-untyped-def]
     from omegaconf import OmegaConf
 
@@ -186,7 +209,7 @@ def plugins_table() -> None:
     Console(width=200).print(table)
 
 
-COMMANDS = {"train": ("train", _train), "simulate": ("simulate", _simulate)}
+COMMANDS = {"train": ("train", _train), "pretrain": ("pretrain", _pretrain), "simulate": ("simulate", _simulate)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

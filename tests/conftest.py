@@ -36,6 +36,20 @@ def tiny_dataset(cache_dir, tmp_path_factory) -> Path:
     return simulate(data, out, progress=False)
 
 
+@pytest.fixture(scope="session")
+def tiny_dataset_128(cache_dir, tmp_path_factory) -> Path:
+    """24 simulated 128 x 128 stamps, for backbones built for the reference LVM input size."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from galframe.sim import simulate
+
+    with initialize_config_module("galframe.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["data.n=24", "data.seed=2", "data.image_size=128"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return simulate(data, tmp_path_factory.mktemp("data") / "tiny128", progress=False)
+
+
 @pytest.fixture()
 def runs_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "runs"

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -31,10 +32,30 @@ def _run(tmp_path: Path, *overrides: str, callbacks=()):
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("task", TASKS)
-def test_fast_dev_run_every_composition(tiny_dataset, tmp_path, backbone, task) -> None:
-    metrics = _run(tmp_path, f"backbone={backbone}", f"tasks=[{task}]", f"data.path={tiny_dataset}", "trainer=fast", "logger=none")
-    assert metrics == {}  # fast_dev_run trains and validates one batch, no held-out evaluation
-    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+def test_fast_dev_run_every_composition(request, tmp_path, backbone, task) -> None:
+    import pytorch_lightning as pl
+
+    class Count(pl.Callback):
+        def __init__(self):
+            self.train, self.val, self.losses = 0, 0, []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.train += 1
+            self.losses.append(float(outputs["loss"]))
+
+        def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
+            self.val += 1
+
+    count = Count()
+    size = compose_train(f"backbone={backbone}").backbone.get("img_size") or 64
+    data = request.getfixturevalue("tiny_dataset" if size == 64 else f"tiny_dataset_{size}")
+    metrics = _run(
+        tmp_path, f"backbone={backbone}", f"tasks=[{task}]", f"data.path={data}", f"data.image_size={size}",
+        "data.batch_size=8", "trainer=fast", "logger=none", callbacks=[count],
+    )
+    assert metrics == {}  # fast_dev_run: one batch each, no held-out evaluation
+    assert (count.train, count.val) == (1, 1)
+    assert all(np.isfinite(count.losses))
 
 
 def test_train_reports_metrics_pictures_and_offline_wandb_run(tiny_dataset, runs_dir) -> None:
@@ -75,20 +96,39 @@ def test_train_reports_metrics_pictures_and_offline_wandb_run(tiny_dataset, runs
     assert abs(logged["summary"]["test/classify/auroc"] - metrics["test/classify/auroc"]) < 1e-6
 
 
+def wandb_records(file: Path):
+    """The protobuf records of an offline W&B run file (a LevelDB-style log: 32 KiB blocks, chunked records)."""
+    import struct
+
+    data = file.read_bytes()
+    assert data[:4] == b":W&B", f"{file} is not a W&B run file"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left  # block trailer padding
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            yield chunk
+        elif kind == 2:
+            pending = chunk
+        elif kind == 3:
+            pending += chunk
+        elif kind == 4:
+            yield pending + chunk
+
+
 def read_wandb_history(run_path: Path) -> dict:
-    """Parse an offline W&B run's .wandb file (records written by the W&B SDK) into history rows and summary."""
+    """History rows and summary of an offline W&B run, read from the run's .wandb file."""
     from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
 
     files = list(run_path.glob("*.wandb"))
     assert len(files) == 1, files
-    store = datastore.DataStore()
-    store.open_for_scan(str(files[0]))
     history, summary = [], {}
-    while True:
-        data = store.scan_data()
-        if data is None:
-            break
+    for data in wandb_records(files[0]):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(data)
         kind = record.WhichOneof("record_type")
@@ -218,14 +258,16 @@ def test_wrong_band_count_and_empty_data_are_clear_errors(tiny_dataset, tmp_path
     assert "band(s)" in result.stderr
 
 
-def test_empty_dataset_is_a_clear_error(tmp_path) -> None:
-    from galframe.data.format import DatasetWriter
-
-    out = tmp_path / "empty"
-    with DatasetWriter(out, "empty", ["g", "r", "z"], 64, 0.262, 22.5, ["a", "b"], {}):
-        pass
+def test_empty_dataset_is_a_clear_error(tiny_dataset, tmp_path) -> None:
+    # a dataset directory whose catalog has no rows (e.g. a reader that matched nothing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    manifest = json.loads((Path(tiny_dataset) / "manifest.json").read_text())
+    manifest.update(n=0, shards=[])
+    (empty / "manifest.json").write_text(json.dumps(manifest))
+    pd.read_parquet(Path(tiny_dataset) / "catalog.parquet").head(0).to_parquet(empty / "catalog.parquet")
     with pytest.raises(DataError, match=r"catalog.parquet: the dataset is empty \(0 objects\)"):
-        _run(tmp_path, f"data.path={out}", "trainer=fast", "logger=none")
+        _run(tmp_path, f"data.path={empty}", "trainer=fast", "logger=none")
 
 
 def test_nan_pixels_name_the_file_and_object(tiny_dataset, tmp_path) -> None:

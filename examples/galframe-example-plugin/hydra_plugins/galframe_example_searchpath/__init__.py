@@ -1,0 +1,1 @@
+"""Hydra SearchPathPlugin of galframe-example-plugin (see galframe_example_searchpath.py)."""

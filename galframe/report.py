@@ -25,7 +25,8 @@ def metrics_table(metrics: Mapping[str, float], title: str = "Held-out metrics")
         else:
             split, task, metric = "", "", key
         value = metrics[key]
-        table.add_row(split, task, metric, f"{value:.4f}" if abs(value) < 1e4 else f"{value:.0f}")
+        whole = float(value).is_integer() and abs(value) >= 2
+        table.add_row(split or "-", task or "-", metric, f"{int(value)}" if whole else f"{value:.4f}")
     return table
 
 

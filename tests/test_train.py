@@ -282,3 +282,36 @@ def test_nan_pixels_name_the_file_and_object(tiny_dataset, tmp_path) -> None:
         h5["images"][:, 0, 10, 10] = float("nan")
     with pytest.raises(DataError, match=r"shard-00000.h5: object id \d+ .* NaN/inf pixels"):
         _run(tmp_path, f"data.path={broken}", "trainer=fast", "logger=none")
+
+
+@pytest.mark.parametrize("logger,pattern", [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard/events.out.tfevents.*")])
+def test_csv_and_tensorboard_loggers_write_their_files(tiny_dataset, tmp_path, logger, pattern) -> None:
+    _run(tmp_path, f"data.path={tiny_dataset}", f"logger={logger}", "evaluate=false", "trainer.log_every_n_steps=1", *SHORT)
+    files = list((tmp_path / "run").glob(pattern))
+    assert files and files[0].stat().st_size > 0
+    if logger == "csv":
+        frame = pd.read_csv(files[0])
+        assert {"train/loss", "val/classify/auroc"} <= set(frame.columns)
+
+
+def test_any_timm_model_is_a_backbone(tiny_dataset, tmp_path) -> None:
+    metrics = _run(
+        tmp_path, "backbone=timm", "backbone.model_name=convnext_atto", f"data.path={tiny_dataset}", "logger=none",
+        "data.batch_size=16", *SHORT,
+    )
+    assert 0.0 <= metrics["test/classify/auroc"] <= 1.0
+    with pytest.raises(ConfigError, match="Unknown timm model 'resnet_18'. Did you mean"):
+        _run(tmp_path, "backbone=timm", "backbone.model_name=resnet_18", f"data.path={tiny_dataset}", "trainer=fast", "logger=none")
+
+
+def test_simulate_command_writes_a_dataset_that_data_configs_read_back(tmp_path, runs_dir) -> None:
+    out = tmp_path / "sim"
+    result = galframe_cli("simulate", "data=sim_desi", "data.n=40", "data.seed=9", f"out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n"] == 40 and manifest["bands"] == ["g", "r", "z"]
+    assert len(pd.read_parquet(out / "catalog.parquet")) == 40
+    trained = galframe_cli("train", "data=dir", f"data.path={out}", "trainer=fast", "logger=none")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    again = galframe_cli("simulate", "data.n=40", f"out={out}")
+    assert again.returncode == 2 and str(out) in again.stderr and "Traceback" not in again.stderr

@@ -74,6 +74,10 @@ class Backbone(nn.Module):
         """Stages from input to output; together they hold every parameter."""
         raise NotImplementedError
 
+    def encoder_blocks(self) -> list[nn.Module]:
+        """The stages a model uses when no task decodes (a decoder backbone leaves its decoder out)."""
+        return self.blocks()
+
 
 class Task(nn.Module):
     """Base class of every task plugin.

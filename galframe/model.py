@@ -70,9 +70,18 @@ class GalaxyModel(pl.LightningModule):
             keys.update(task.requires)
         return sorted(keys)
 
+    def _used_blocks(self) -> list[nn.Module]:
+        """The backbone stages this model runs: all of them when a task decodes, else the encoder's."""
+        return self.backbone.blocks() if self.decode else self.backbone.encoder_blocks()
+
     def _apply_finetune(self) -> list[nn.Module]:
         mode = self.finetune.get("mode", "full")
-        blocks = self.backbone.blocks()
+        blocks = self._used_blocks()
+        used = {id(p) for b in blocks for p in b.parameters()}
+        unused = [b for b in self.backbone.blocks() if not any(id(p) in used for p in b.parameters())]
+        for block in unused:  # e.g. a decoder no task reads: no gradients, no optimizer state
+            for p in block.parameters():
+                p.requires_grad_(False)
         if mode == "frozen":
             frozen = blocks
         elif mode == "last_n":
@@ -85,7 +94,7 @@ class GalaxyModel(pl.LightningModule):
         for block in frozen:
             for p in block.parameters():
                 p.requires_grad_(False)
-        return list(frozen)
+        return list(frozen) + unused
 
     def train(self, mode: bool = True) -> "GalaxyModel":
         super().train(mode)
@@ -96,12 +105,13 @@ class GalaxyModel(pl.LightningModule):
     def param_groups(self) -> list[dict]:
         lr = float(self.config["optimizer"].get("lr", 1e-3))
         decay = float(self.finetune.get("lr_decay", 1.0) or 1.0)
-        blocks = self.backbone.blocks()
-        seen: set[int] = set()
+        blocks = self._used_blocks()
+        seen: set[int] = {id(p) for p in self.backbone.parameters()}
         groups = []
+        grouped: set[int] = set()
         for depth, block in enumerate(blocks):
-            params = [p for p in block.parameters() if p.requires_grad and id(p) not in seen]
-            seen.update(id(p) for p in block.parameters())
+            params = [p for p in block.parameters() if p.requires_grad and id(p) not in grouped]
+            grouped.update(id(p) for p in block.parameters())
             if params:
                 groups.append({"params": params, "lr": lr * decay ** (len(blocks) - 1 - depth), "name": f"backbone.{depth}"})
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]

@@ -1,0 +1,437 @@
+"""`galframe pretrain`: teach the LVM to restore masked, degraded galaxy images (no labels).
+
+Each training batch, in calibrated flux, is augmented (rotations, flips, shifts from
+``data.augment``), degraded (extra sky noise and PSF blur, each on a random part of the batch),
+scaled exactly as galframe scales network input (``data.scaling``), and masked SimMIM-style.
+The network restores the noise-free ``clean`` image (``pretrain.target=clean``, for simulations)
+or the original unmasked, undegraded input (``target=input``, for real data); the loss is the
+L1 distance in scaled units, on every pixel or on the masked ones only (``pretrain.loss_on``).
+
+Masking: masked patches are replaced by a learnable mask token right after the patch embedding
+(as in SimMIM), not by zeros in pixel space.  A zeroed pixel patch is a plausible image (empty
+sky): the network could not tell "hidden" from "nothing there", and its first layers would
+learn statistics of images with holes that downstream data never have.  A token it never sees
+at fine-tuning time says "hidden" unambiguously and leaves the patch embedding to real pixels.
+The decoder's global residual (input + correction) uses the input with the masked pixels set to
+zero, so no hidden pixel reaches the output.  A backbone without ``mask`` support (another
+decoder plugin) gets the zeroed image instead.
+
+Outputs in the run directory: ``checkpoints/{last,best}.ckpt`` (``resume=last|<dir>|<ckpt>``),
+``samples/epoch_NNN.png`` every ``pretrain.sample_every_n_epochs`` epochs and ``samples.png``
+at the end (also logged to W&B), ``weights/<name>.safetensors`` + ``.json`` (load them with
+``backbone.weights=...``), and ``metrics.json``: the held-out L1 of the model and of two
+baselines, identity (output = the masked, degraded input) and zero (output = 0): keys
+``heldout/l1``, ``heldout/l1_identity``, ``heldout/l1_zero`` (every pixel), the same with
+``_masked`` / ``_visible`` after ``l1`` for the masked / visible pixels only, ``n_heldout`` and
+``global_step``.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from galframe import registry
+from galframe.api import DataInfo
+from galframe.data.augment import augment_batch
+from galframe.data.scaling import build_scaling
+from galframe.errors import ConfigError, DataError, check_choice
+from galframe_lvm import corrupt
+
+TARGETS = ("clean", "input")
+LOSS_ON = ("all", "masked")
+DEFAULTS: dict[str, Any] = {
+    "target": "clean",
+    "mask": {"ratio": 0.5, "patch_size": 8},
+    "loss_on": "all",
+    "noise": {"prob": 0.5, "factor": [0.0, 1.0]},
+    "blur": {"prob": 0.3, "profile": "mixed", "fwhm": [0.3, 1.0], "beta": 3.5},
+    "warmup_steps": 200,
+    "min_lr_ratio": 0.01,
+    "sample_every_n_epochs": 1,
+    "n_samples": 8,
+    "heldout_split": "test",
+    "heldout_max": None,
+    "checkpoint_every_n_steps": None,
+    "weights_name": "lvm",
+}
+
+
+def pretrain_settings(cfg: Optional[Mapping[str, Any]]) -> dict:
+    """``pretrain:`` merged over the defaults, checked."""
+    out = json.loads(json.dumps(DEFAULTS))
+    for key, value in dict(cfg or {}).items():
+        if key not in DEFAULTS:
+            from galframe.errors import closest
+
+            best = closest(key, DEFAULTS)
+            raise ConfigError(
+                f"pretrain has no option '{key}'." + (f" Did you mean '{best}'?" if best else "")
+                + f" Its options: {', '.join(sorted(DEFAULTS))}."
+            )
+        if isinstance(DEFAULTS[key], dict) and isinstance(value, Mapping):
+            out[key].update(dict(value))
+        else:
+            out[key] = value
+    check_choice("pretrain.target", str(out["target"]), TARGETS)
+    check_choice("pretrain.loss_on", str(out["loss_on"]), LOSS_ON)
+    check_choice("pretrain.heldout_split", str(out["heldout_split"]), ("test", "val"))
+    return out
+
+
+class LVMPretrainer(pl.LightningModule):
+    """A decoder backbone trained to restore masked, degraded images.  ``config``: a plain dict."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": dict(config)})
+        cfg = self.hparams["config"]
+        self.data_info = DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["data_info"].items()})
+        self.bands = list(self.data_info.bands)
+        self.scaling = build_scaling(cfg.get("scaling") or {"name": "asinh"}, self.bands)
+        from galframe.model import split_plugin_cfg
+
+        name, _, options = split_plugin_cfg(cfg["backbone"], "backbone")
+        self.backbone = registry.build("backbone", name, options, data=self.data_info)
+        if not getattr(self.backbone, "has_decoder", False):
+            raise ConfigError(f"pretraining restores images: backbone '{name}' has no decoder (use backbone=lvm_tiny ...).")
+        self.settings = pretrain_settings(cfg.get("pretrain"))
+        self.token_mask = "mask" in inspect.signature(self.backbone.forward).parameters
+        patch = int(getattr(self.backbone, "arch", {}).get("patch_size", 0)) if self.token_mask else None
+        self.mask_ratio, self.mask_patch = corrupt.check_mask_cfg(self.settings["mask"], self.data_info.image_size, patch)
+        if self.settings["loss_on"] == "masked" and self.mask_ratio == 0:
+            raise ConfigError("pretrain.loss_on=masked needs pretrain.mask.ratio > 0.")
+        augment = dict(cfg.get("augment") or {})
+        augment.pop("noise", None)  # pretraining draws its own degradations
+        self.augment = augment
+        self.seed = int(cfg.get("seed", 0))
+
+    # -- the corruption -> restoration pipeline ------------------------------
+    def corrupt(self, batch: Mapping[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Scaled network input (degraded), target, mask and the masked input shown to the identity baseline."""
+        flux = batch["image"]
+        truth = batch["clean"] if self.settings["target"] == "clean" else flux
+        degraded = corrupt.blur(flux, self.settings["blur"], self.data_info.pixel_scale, gen)
+        degraded = corrupt.add_noise(degraded, batch.get("noise_sigma"), self.settings["noise"], gen)
+        x = self.scaling(degraded)
+        grid = self.data_info.image_size // self.mask_patch
+        mask = corrupt.random_mask(flux.shape[0], grid, self.mask_ratio, gen, device=flux.device)
+        pixmask = mask.repeat_interleave(self.mask_patch, 1).repeat_interleave(self.mask_patch, 2)[:, None].to(x.dtype)
+        return {"x": x, "target": self.scaling(truth), "mask": mask, "pixmask": pixmask, "masked_input": x * (1 - pixmask)}
+
+    def restore(self, x: torch.Tensor, mask: torch.Tensor, pixmask: torch.Tensor) -> torch.Tensor:
+        if self.token_mask:
+            features = self.backbone(x, decode=True, mask=mask)
+        else:
+            features = self.backbone(x * (1 - pixmask), decode=True)
+        return features.decoded
+
+    def l1(self, out: torch.Tensor, target: torch.Tensor, pixmask: torch.Tensor) -> torch.Tensor:
+        err = (out - target).abs()
+        if self.settings["loss_on"] == "masked":
+            return (err * pixmask).sum() / (pixmask.sum() * err.shape[1]).clamp_min(1.0)
+        return err.mean()
+
+    def _generator(self, *key: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]))
+
+    # -- Lightning hooks -------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        trainer = self._trainer
+        if trainer is not None and trainer.training and any(self.augment.values()):
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(trainer.global_step))
+            batch = augment_batch(batch, self.augment, gen)
+        return batch
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # stochastic depth draws from a stream fixed by (seed, step): exact resume
+        torch.manual_seed(self.seed * 7919 + int(self.global_step))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        c = self.corrupt(batch, self._generator(1, int(self.global_step)))
+        out = self.restore(c["x"], c["mask"], c["pixmask"])
+        loss = self.l1(out, c["target"], c["pixmask"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=out.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        c = self.corrupt(batch, self._generator(2, batch_idx))
+        out = self.restore(c["x"], c["mask"], c["pixmask"])
+        bs = out.shape[0]
+        self.log("val/loss", self.l1(out, c["target"], c["pixmask"]), prog_bar=True, batch_size=bs)
+        err = (out - c["target"]).abs()
+        masked = (err * c["pixmask"]).sum() / (c["pixmask"].sum() * err.shape[1]).clamp_min(1.0)
+        self.log("val/l1", err.mean(), batch_size=bs)
+        self.log("val/l1_masked", masked, batch_size=bs)
+
+    def configure_optimizers(self) -> Any:
+        from hydra.utils import instantiate
+
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            skip = p.ndim <= 1 or name.endswith(("mask_token", "relative_position_bias_table"))
+            (no_decay if skip else decay).append(p)
+        opt_cfg = dict(self.hparams["config"]["optimizer"])
+        opt_cfg["_partial_"] = True
+        optimizer = instantiate(opt_cfg)(
+            params=[{"params": decay, "name": "decay"}, {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = min(int(self.settings["warmup_steps"] or 0), max(total - 1, 0))
+        floor = float(self.settings["min_lr_ratio"])
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- evaluation and pictures ---------------------------------------------------
+    @torch.no_grad()
+    def heldout_l1(self, loader: Any, limit: Optional[int] = None) -> dict[str, float]:
+        """L1 (scaled units) of the model and of the identity and zero baselines, on all / masked / visible pixels."""
+        was_training = self.training
+        self.eval()
+        sums: dict[str, float] = {}
+        counts = {"all": 0.0, "masked": 0.0, "visible": 0.0}
+        seen = 0
+        for i, batch in enumerate(loader):
+            if limit is not None and seen >= limit:
+                break
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            c = self.corrupt(batch, self._generator(3, i))
+            out = self.restore(c["x"], c["mask"], c["pixmask"])
+            m = c["pixmask"].expand_as(out)
+            regions = {"all": torch.ones_like(m), "masked": m, "visible": 1 - m}
+            for region, w in regions.items():
+                counts[region] += float(w.sum())
+            for name, pred in (("model", out), ("identity", c["masked_input"]), ("zero", torch.zeros_like(out))):
+                err = (pred - c["target"]).abs()
+                for region, w in regions.items():
+                    key = f"{region}/{name}"
+                    sums[key] = sums.get(key, 0.0) + float((err * w).sum())
+            seen += out.shape[0]
+        if was_training:
+            self.train()
+        result = {"n_heldout": float(seen)}
+        for key, total in sums.items():
+            region, name = key.split("/")
+            suffix = "" if region == "all" else f"_{region}"
+            result[f"heldout/l1{suffix}" + ("" if name == "model" else f"_{name}")] = total / max(counts[region], 1.0)
+        return result
+
+    @torch.no_grad()
+    def sample_grid(self, batch: Mapping[str, Any], path: Path, title: str = "") -> Path:
+        """PNG, one column per object; rows: input / masked + degraded input / output / truth (Lupton RGB)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from galframe.report import rgb
+
+        was_training = self.training
+        self.eval()
+        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        c = self.corrupt(batch, self._generator(4, 0))
+        out = self.restore(c["x"], c["mask"], c["pixmask"])
+        if was_training:
+            self.train()
+        rows = {
+            "input": batch["image"],
+            "masked +\ndegraded": self.scaling.inverse(c["masked_input"]),
+            "output": self.scaling.inverse(out),
+            f"truth\n({self.settings['target']})": self.scaling.inverse(c["target"]),
+        }
+        n = batch["image"].shape[0]
+        fig, axes = plt.subplots(len(rows), n, figsize=(1.5 * n + 0.8, 1.5 * len(rows) + 0.4), squeeze=False)
+        for r, (label, images) in enumerate(rows.items()):
+            cube = images.detach().float().cpu().numpy()
+            for k in range(n):
+                ax = axes[r, k]
+                with np.errstate(invalid="ignore", divide="ignore"):  # all-black (masked) stamps
+                    ax.imshow(rgb(cube[k], self.bands), origin="lower")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if k == 0:
+                    ax.set_ylabel(label, fontsize=8)
+        if title:
+            fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+class SampleGrid(pl.Callback):
+    """Every ``every`` epochs: the sample PNG into ``<run_dir>/samples/``, logged to W&B when it is the logger."""
+
+    def __init__(self, batch: Mapping[str, Any], run_dir: Path, every: int) -> None:
+        self.batch, self.run_dir, self.every = batch, Path(run_dir), int(every)
+        self.written: list[Path] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: "LVMPretrainer") -> None:
+        if self.every <= 0 or (trainer.current_epoch + 1) % self.every or trainer.sanity_checking:
+            return
+        path = self.run_dir / "samples" / f"epoch_{trainer.current_epoch + 1:03d}.png"
+        title = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+        self.written.append(pl_module.sample_grid(self.batch, path, title))
+        log_image(trainer.logger, path, trainer.global_step)
+
+
+def log_image(logger: Any, path: Path, step: Optional[int] = None) -> None:
+    if logger is not None and hasattr(logger, "log_image") and not isinstance(logger, bool):
+        try:
+            logger.log_image(key="pretrain/samples", images=[str(path)], step=step)
+        except TypeError:
+            logger.log_image(key="pretrain/samples", images=[str(path)])
+
+
+def _collate_first(dataset: Any, n: int) -> dict[str, Any]:
+    from torch.utils.data import default_collate
+
+    return default_collate([dataset[i] for i in range(min(n, len(dataset)))])
+
+
+def print_table(metrics: Mapping[str, float], target: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Held-out reconstruction L1 (scaled units, target={target}, {int(metrics.get('n_heldout', 0))} stamps)")
+    table.add_column("output")
+    for col in ("all pixels", "masked", "visible"):
+        table.add_column(col, justify="right")
+    for name, label in (("model", "model"), ("identity", "identity (masked degraded input)"), ("zero", "zero")):
+        values = [metrics.get(f"heldout/l1{s}" + ("" if name == "model" else f"_{name}")) for s in ("", "_masked", "_visible")]
+        table.add_row(label, *[f"{v:.4f}" if v is not None else "-" for v in values])
+    Console().print(table)
+
+
+def pretrain_config(cfg: Mapping[str, Any], info: DataInfo) -> dict:
+    from galframe.model import data_info_dict
+
+    return {
+        "data_info": data_info_dict(info),
+        "backbone": cfg["backbone"],
+        "optimizer": cfg["optimizer"],
+        "pretrain": cfg.get("pretrain") or {},
+        "augment": cfg["data"].get("augment") or {},
+        "scaling": cfg["data"].get("scaling") or {"name": "asinh"},
+        "seed": int(cfg.get("seed", 0)),
+    }
+
+
+def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ()) -> dict:
+    """Pretrain one composition (``conf/pretrain.yaml``); returns the held-out metrics (also in ``metrics.json``)."""
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+
+    from galframe.data.datamodule import GalaxyDataModule
+    from galframe.train import _quiet_known_warnings, build_logger, find_resume_checkpoint, to_dict
+
+    _quiet_known_warnings()
+    import warnings
+
+    # a resumed run writes its checkpoints into its own run directory, as intended
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    cfg = to_dict(cfg)
+    run_dir = Path(run_dir or cfg.get("run_dir") or Path.cwd()).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
+    settings = pretrain_settings(cfg.get("pretrain"))
+
+    trainer_cfg = dict(cfg["trainer"])
+    progress = trainer_cfg.pop("progress_bar", "rich")
+    requires = ("clean",) if settings["target"] == "clean" else ()
+    dm = GalaxyDataModule(cfg["data"], requires=requires, progress=bool(progress))
+    try:
+        info = dm.info()
+    except DataError as exc:
+        if requires and "clean" in str(exc):
+            raise DataError(f"{exc} To pretrain on data without clean images (real data) set pretrain.target=input.") from None
+        raise
+    model = LVMPretrainer(pretrain_config(cfg, info))
+
+    ckpt_path = None
+    if cfg.get("resume"):
+        runs = Path(cfg.get("paths", {}).get("runs", "runs")).resolve()
+        root = runs / "pretrain" if str(cfg["resume"]) == "last" and (runs / "pretrain").is_dir() else runs
+        ckpt_path = str(find_resume_checkpoint(str(cfg["resume"]), root, run_dir))
+        print(f"Resuming from {ckpt_path}")
+
+    has_val = len(dm.splits.get("val", [])) > 0 and trainer_cfg.get("limit_val_batches", 1) != 0
+    every_steps = settings["checkpoint_every_n_steps"]
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="best",
+        monitor="val/loss" if has_val and not every_steps else None,
+        mode="min",
+        save_last=True,
+        save_top_k=1,
+        every_n_train_steps=int(every_steps) if every_steps else None,
+    )
+    heldout_split = settings["heldout_split"]
+    if len(dm.splits.get(heldout_split, [])) == 0:
+        heldout_split = "val" if len(dm.splits.get("val", [])) else "train"
+    samples = _collate_first(dm.dataset(heldout_split), int(settings["n_samples"]))
+    grid = SampleGrid(samples, run_dir, int(settings["sample_every_n_epochs"] or 0))
+    logger = build_logger(cfg, run_dir)
+    cbs: list[Any] = [checkpoint, grid, *callbacks]
+    if logger:
+        cbs.append(LearningRateMonitor(logging_interval="step"))
+    if progress == "rich":
+        cbs.append(RichProgressBar(leave=True))
+    elif progress == "tqdm":
+        cbs.append(TQDMProgressBar())
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir),
+        logger=logger,
+        callbacks=cbs,
+        enable_progress_bar=bool(progress),
+        enable_model_summary=bool(progress),
+        **trainer_cfg,
+    )
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+
+    # held-out evaluation, final pictures and weights
+    limit = settings["heldout_max"]
+    if trainer_cfg.get("fast_dev_run"):
+        limit = 1
+    metrics = model.heldout_l1(dm._loader(heldout_split, train=False), None if limit is None else int(limit))
+    metrics["global_step"] = float(trainer.global_step)
+    final = model.sample_grid(samples, run_dir / "samples.png", f"final, step {trainer.global_step}")
+    log_image(trainer.logger, final, trainer.global_step)
+    weights = model.backbone.save_weights(
+        run_dir / "weights" / str(settings["weights_name"]),
+        scaling=cfg["data"].get("scaling"),
+        extra={
+            "pretrain": {
+                "target": settings["target"],
+                "mask": settings["mask"],
+                "global_step": int(trainer.global_step),
+                "data": cfg["data"].get("name"),
+                "heldout": {k: v for k, v in metrics.items() if k.startswith("heldout/")},
+            }
+        },
+    ) if hasattr(model.backbone, "save_weights") else None
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    print_table(metrics, settings["target"])
+    if weights is not None:
+        print(f"Weights: {weights} (use them with backbone.weights={weights})")
+    if trainer.logger and hasattr(trainer.logger, "experiment") and (cfg.get("logger") or {}).get("name") == "wandb":
+        import wandb
+
+        trainer.logger.experiment.summary.update(metrics)
+        wandb.finish()
+    return metrics

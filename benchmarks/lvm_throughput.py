@@ -23,7 +23,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plugins"))
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 from galframe_lvm.model import SwinUNet, count_parameters  # noqa: E402
 

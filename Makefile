@@ -16,8 +16,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install --quiet --no-build-isolation -e '.[dev]'
 	touch $(STAMP)
 
-# simulate the default data once (cached), train ResNet18 + classify, evaluate, report
+# 1. pretrain the LVM (lvm_tiny) without labels on 6000 simulated stamps of another sky (seed 1),
+#    register it in the local zoo as lvm_tiny-demo (skipped when the zoo already has it);
+# 2. fine-tune it on 500 labels of the default data, evaluate on the held-out split, report.
 demo: $(STAMP)
+	$(VENV)/bin/galframe pretrain data.n=6000 trainer.max_epochs=3 pretrain.zoo_name=lvm_tiny-demo pretrain.reuse=true
 	$(VENV)/bin/galframe train experiment=demo
 
 test: $(STAMP)

@@ -349,3 +349,19 @@ def test_weights_for_other_bands_architectures_or_checksums_are_refused(tmp_path
     (zoo / "index.json").write_text(json.dumps([{"name": "z", "file": "z.safetensors", "sha256": "a" * 64, "bands": ["g", "r", "z"]}]))
     with pytest.raises(DataError, match=r"but the zoo entry says a{64}"):
         build("lvm_tiny", weights="z")
+
+
+def test_pretrain_registers_in_the_zoo_and_reuses_it(tiny_dataset, tmp_path, monkeypatch) -> None:
+    from galframe.train import run
+
+    monkeypatch.setenv("GALFRAME_CACHE", str(tmp_path / "cache"))
+    metrics = _pretrain(tiny_dataset, tmp_path / "p1", "trainer.max_epochs=1", "logger=none", "pretrain.zoo_name=my-lvm")
+    assert metrics["global_step"] == 2
+    index = json.loads((tmp_path / "cache" / "zoo" / "index.json").read_text())
+    assert [e["name"] for e in index] == ["my-lvm"] and (tmp_path / "cache" / "zoo" / "my-lvm.safetensors").is_file()
+    # reuse=true finds it and trains nothing
+    again = _pretrain(tiny_dataset, tmp_path / "p2", "trainer.max_epochs=1", "logger=none", "pretrain.zoo_name=my-lvm", "pretrain.reuse=true")
+    assert again == {} and not (tmp_path / "p2" / "checkpoints").exists()
+    # and a downstream run starts from it by name
+    cfg = compose_train(f"data.path={tiny_dataset}", "backbone=lvm_tiny", "backbone.weights=my-lvm", "trainer=fast", "logger=none")
+    assert run(cfg, run_dir=tmp_path / "ft") == {}

@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "heldout_max": None,
     "checkpoint_every_n_steps": None,
     "weights_name": "lvm",
+    "zoo_name": None,
+    "reuse": False,
 }
 
 
@@ -350,6 +352,13 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     settings = pretrain_settings(cfg.get("pretrain"))
+    if settings["zoo_name"] and settings["reuse"] and not cfg.get("resume"):
+        from galframe_lvm.weights import zoo_entries
+
+        entry = zoo_entries().get(str(settings["zoo_name"]))
+        if entry is not None:
+            print(f"Reusing the zoo's weights '{entry['name']}' ({entry['_root']}/{entry['file']}); nothing to pretrain.")
+            return {}
 
     trainer_cfg = dict(cfg["trainer"])
     progress = trainer_cfg.pop("progress_bar", "rich")
@@ -429,6 +438,13 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     print_table(metrics, settings["target"])
     if weights is not None:
         print(f"Weights: {weights} (use them with backbone.weights={weights})")
+        if settings["zoo_name"]:
+            from galframe_lvm.weights import add_to_zoo
+
+            held = metrics.get("heldout/l1")
+            add_to_zoo(weights, str(settings["zoo_name"]), f"galframe pretrain {cfg['backbone'].get('plugin')} "
+                       f"on {cfg['data'].get('name')}, {trainer.global_step} steps, held-out L1 {held}")
+            print(f"Registered in the local zoo as '{settings['zoo_name']}' (backbone.weights={settings['zoo_name']})")
     if trainer.logger and hasattr(trainer.logger, "experiment") and (cfg.get("logger") or {}).get("name") == "wandb":
         import wandb
 

@@ -27,6 +27,17 @@ def split_plugin_cfg(cfg: Mapping[str, Any], what: str, core_keys: tuple[str, ..
     return str(core.pop("plugin")), core, cfg
 
 
+def data_info_from(d: Mapping[str, Any]) -> DataInfo:
+    """A DataInfo from its saved (JSON/YAML) form."""
+    return DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def build_backbone(cfg: Mapping[str, Any], info: DataInfo) -> Any:
+    """The backbone plugin a ``backbone:`` config names, built for ``info``'s data."""
+    name, _, options = split_plugin_cfg(cfg, "backbone")
+    return registry.build("backbone", name, options, data=info)
+
+
 class GalaxyModel(pl.LightningModule):
     """``config`` is a plain dict: data_info, backbone, tasks, optimizer, scheduler, finetune, augment, scaling, seed."""
 
@@ -34,11 +45,11 @@ class GalaxyModel(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters({"config": dict(config)})
         cfg = self.hparams["config"]
-        self.data_info = DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["data_info"].items()})
+        self.data_info = data_info_from(cfg["data_info"])
         self.bands = list(self.data_info.bands)
         self.scaling = build_scaling(cfg.get("scaling") or {"name": "asinh"}, self.bands)
-        name, _, options = split_plugin_cfg(cfg["backbone"], "backbone")
-        self.backbone = registry.build("backbone", name, options, data=self.data_info)
+        self.backbone = build_backbone(cfg["backbone"], self.data_info)
+        name = cfg["backbone"]["plugin"]
         tasks_cfg = cfg.get("tasks") or {}
         if not tasks_cfg:
             raise ConfigError("No task selected: choose at least one, e.g. 'tasks=[classify]'.")

@@ -35,14 +35,17 @@ def model_config(cfg: dict, info: Any) -> dict:
     }
 
 
-def find_resume_checkpoint(spec: str, runs_root: Path, current: Optional[Path] = None) -> Path:
-    """``last``: the newest ``checkpoints/last.ckpt`` under the runs directory; else a run dir or a file."""
+def find_resume_checkpoint(spec: str, runs_root: Path, current: Optional[Path] = None, job: str = "") -> Path:
+    """``last``: the newest ``checkpoints/last.ckpt`` of an earlier ``job`` run (``<runs>/<job>*/...``);
+    else a run directory or a checkpoint file."""
     if spec == "last":
         candidates = [
-            p for p in runs_root.rglob("checkpoints/last.ckpt") if current is None or current not in p.parents
+            p
+            for p in runs_root.glob(f"{job}*/**/checkpoints/last.ckpt")
+            if current is None or current not in p.parents
         ]
         if not candidates:
-            raise DataError(f"{runs_root}: resume=last found no checkpoints/last.ckpt in any earlier run.")
+            raise DataError(f"{runs_root}: resume=last found no checkpoints/last.ckpt in any earlier {job or ''} run.")
         return max(candidates, key=lambda p: p.stat().st_mtime)
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -84,10 +87,21 @@ def build_logger(cfg: dict, run_dir: Path) -> Any:
     raise ConfigError(f"Unknown logger '{name}'. Available: wandb, csv, tensorboard, none.")
 
 
+def progress_callbacks(progress: Any) -> list:
+    """The progress-bar callback for ``trainer.progress_bar``: rich (default), tqdm, or none (false)."""
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+
+    if progress == "rich":
+        return [RichProgressBar(leave=True)]
+    if progress == "tqdm":
+        return [TQDMProgressBar()]
+    return []
+
+
 def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ()) -> dict:
     """Train one composition; returns the held-out metrics (and writes them to ``metrics.json``)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from galframe.data.datamodule import GalaxyDataModule
     from galframe.model import GalaxyModel
@@ -106,7 +120,8 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
     model = GalaxyModel(model_config(cfg, info))
     ckpt_path = None
     if cfg.get("resume"):
-        ckpt_path = str(find_resume_checkpoint(str(cfg["resume"]), Path(cfg["paths"]["runs"]).resolve(), run_dir))
+        runs = Path(cfg["paths"]["runs"]).resolve()
+        ckpt_path = str(find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="train"))
         print(f"Resuming from {ckpt_path}")
 
     monitor, mode = model.monitor()
@@ -118,11 +133,7 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
         save_last=True,
         save_top_k=1,
     )
-    cbs: list[Any] = [checkpoint, *callbacks]
-    if progress == "rich":
-        cbs.append(RichProgressBar(leave=True))
-    elif progress == "tqdm":
-        cbs.append(TQDMProgressBar())
+    cbs: list[Any] = [checkpoint, *callbacks, *progress_callbacks(progress)]
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=build_logger(cfg, run_dir),

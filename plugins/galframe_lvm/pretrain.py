@@ -37,7 +37,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from galframe import registry
 from galframe.api import DataInfo
 from galframe.data.augment import augment_batch
 from galframe.data.scaling import build_scaling
@@ -94,13 +93,13 @@ class LVMPretrainer(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters({"config": dict(config)})
         cfg = self.hparams["config"]
-        self.data_info = DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["data_info"].items()})
+        from galframe.model import build_backbone, data_info_from
+
+        self.data_info = data_info_from(cfg["data_info"])
         self.bands = list(self.data_info.bands)
         self.scaling = build_scaling(cfg.get("scaling") or {"name": "asinh"}, self.bands)
-        from galframe.model import split_plugin_cfg
-
-        name, _, options = split_plugin_cfg(cfg["backbone"], "backbone")
-        self.backbone = registry.build("backbone", name, options, data=self.data_info)
+        self.backbone = build_backbone(cfg["backbone"], self.data_info)
+        name = cfg["backbone"]["plugin"]
         if not getattr(self.backbone, "has_decoder", False):
             raise ConfigError(f"pretraining restores images: backbone '{name}' has no decoder (use backbone=lvm_tiny ...).")
         self.settings = pretrain_settings(cfg.get("pretrain"))
@@ -337,10 +336,10 @@ def pretrain_config(cfg: Mapping[str, Any], info: DataInfo) -> dict:
 
 def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ()) -> dict:
     """Pretrain one composition (``conf/pretrain.yaml``); returns the held-out metrics (also in ``metrics.json``)."""
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from galframe.data.datamodule import GalaxyDataModule
-    from galframe.train import _quiet_known_warnings, build_logger, find_resume_checkpoint, to_dict
+    from galframe.train import _quiet_known_warnings, build_logger, find_resume_checkpoint, progress_callbacks, to_dict
 
     _quiet_known_warnings()
     import warnings
@@ -375,8 +374,7 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     ckpt_path = None
     if cfg.get("resume"):
         runs = Path(cfg.get("paths", {}).get("runs", "runs")).resolve()
-        root = runs / "pretrain" if str(cfg["resume"]) == "last" and (runs / "pretrain").is_dir() else runs
-        ckpt_path = str(find_resume_checkpoint(str(cfg["resume"]), root, run_dir))
+        ckpt_path = str(find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="pretrain"))
         print(f"Resuming from {ckpt_path}")
 
     has_val = len(dm.splits.get("val", [])) > 0 and trainer_cfg.get("limit_val_batches", 1) != 0
@@ -399,10 +397,7 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     cbs: list[Any] = [checkpoint, grid, *callbacks]
     if logger:
         cbs.append(LearningRateMonitor(logging_interval="step"))
-    if progress == "rich":
-        cbs.append(RichProgressBar(leave=True))
-    elif progress == "tqdm":
-        cbs.append(TQDMProgressBar())
+    cbs += progress_callbacks(progress)
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,

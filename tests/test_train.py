@@ -196,7 +196,7 @@ def test_finetune_modes_and_layerwise_lr_decay(tiny_dataset) -> None:
     from galframe.train import model_config, to_dict
 
     def build(*overrides):
-        cfg = to_dict(compose_train(f"data.path={tiny_dataset}", *overrides))
+        cfg = to_dict(compose_train(f"data.path={tiny_dataset}", "backbone=resnet18", *overrides))
         dm = GalaxyDataModule(cfg["data"], progress=False)
         return GalaxyModel(model_config(cfg, dm.info())), dm
 

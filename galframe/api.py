@@ -9,7 +9,7 @@ touching galframe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -98,6 +98,11 @@ class Task(nn.Module):
         super().__init__()
         self.name = name
         self.data = data
+
+    @classmethod
+    def requires_for(cls, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The batch keys a task built with ``options`` reads, known before the data is loaded."""
+        return tuple(cls.requires)
 
     def forward(self, features: Features) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

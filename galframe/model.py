@@ -61,6 +61,8 @@ class GalaxyModel(pl.LightningModule):
                 "task", plugin, options, name=task_name, backbone=self.backbone, data=self.data_info
             )
             self.task_weights[task_name] = float(core.get("weight", 1.0))
+            if hasattr(self.tasks[task_name], "bind_scaling"):  # tasks comparing with flux targets use the model's scaling
+                self.tasks[task_name].bind_scaling(self.scaling)
         self.decode = any(getattr(t, "needs_decoder", False) for t in self.tasks.values())
         if self.decode and not getattr(self.backbone, "has_decoder", False):
             raise ConfigError(f"A selected task needs a decoder, which backbone '{name}' does not have.")

@@ -180,6 +180,7 @@ def _task_requires(cfg: dict) -> list[str]:
 
     keys: set[str] = set()
     for task_name, task_cfg in (cfg.get("tasks") or {}).items():
-        plugin, _, _ = split_plugin_cfg(task_cfg, f"task '{task_name}'")
-        keys.update(getattr(registry.load("task", plugin), "requires", ()))
+        plugin, _, options = split_plugin_cfg(task_cfg, f"task '{task_name}'", ("plugin", "weight"))
+        cls = registry.load("task", plugin)
+        keys.update(cls.requires_for(options) if hasattr(cls, "requires_for") else getattr(cls, "requires", ()))
     return sorted(keys)

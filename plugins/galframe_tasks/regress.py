@@ -1,0 +1,401 @@
+"""Heteroscedastic regression of structural parameters, each with its own uncertainty.
+
+The head predicts, per target dimension, a mean and a log-sigma in *normalised* units and is
+trained with the Gaussian negative log-likelihood.  Targets that are undefined (NaN in the
+catalog, e.g. the Sersic index of a star) are masked out of the loss and the metrics, parameter
+by parameter.
+
+Derived targets:
+
+* ``log_half_light_radius``: log10 of the catalog's ``half_light_radius`` (arcsec); stars (0) -> NaN.
+* ``position_angle``: regressed as the 2-vector (cos 2θ, sin 2θ), so 0 and 180 degrees agree.  It is
+  masked for round objects (``axis_ratio`` >= ``pa_max_axis_ratio``, e.g. stars), whose angle is
+  undefined.  Under the training augmentation a horizontal flip maps θ -> 180 - θ (sin 2θ changes
+  sign) and a rot90 by k adds ±90k degrees (2θ moves by 180k: both components change sign for odd k).
+  At predict time θ = atan2(s, c) / 2 in [0, 180) degrees; its sigma comes from first-order
+  propagation of the two component sigmas through φ = atan2(s, c):
+  σ_φ² = (s² σ_c² + c² σ_s²) / (c² + s²)², σ_θ = σ_φ / 2, capped at 180/√12 ≈ 52 degrees
+  (the spread of an angle drawn uniformly on [0, 180), i.e. "no information"); the cap is also
+  reported when the vector is no longer than its larger component sigma (angle undetermined).
+
+Normalisation (``DataInfo.stats`` of the training split): plain columns use ``column_mean`` /
+``column_std``.  ``log_half_light_radius`` uses the log-normal moments matched to the column's
+mean and std (the stats hold the linear radius only, stars' zeros included, so this is a rough but
+well-scaled centre and width); the PA components use mean 0 and std 1/√2 (their values for angles
+uniform on [0, 180)).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from galframe.api import Backbone, DataInfo, Features, Task
+from galframe.errors import ConfigError, DataError, did_you_mean
+
+DEFAULT_PARAMS = (
+    "sersic_n",
+    "log_half_light_radius",
+    "axis_ratio",
+    "position_angle",
+    "mag_g",
+    "mag_r",
+    "mag_z",
+    "bulge_to_total",
+)
+#: catalog columns each derived parameter reads (a plain parameter reads its own column)
+DERIVED_COLUMNS = {
+    "log_half_light_radius": ("half_light_radius",),
+    "position_angle": ("position_angle", "axis_ratio"),
+}
+NMAD_SCALE = 1.4826
+#: spread (degrees) of an angle uniform on [0, 180): the cap on a position-angle sigma
+PA_SIGMA_MAX = 180.0 / math.sqrt(12.0)
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def columns_for(params: Sequence[str]) -> tuple[str, ...]:
+    """The catalog columns the given parameters need, in first-use order."""
+    cols: list[str] = []
+    for p in params:
+        for c in DERIVED_COLUMNS.get(p, (p,)):
+            if c not in cols:
+                cols.append(c)
+    return tuple(cols)
+
+
+def nmad(d: torch.Tensor) -> torch.Tensor:
+    """Normalised median absolute deviation: 1.4826 * median(|d - median(d)|) (lower medians)."""
+    if d.numel() == 0:
+        return torch.tensor(float("nan"))
+    return NMAD_SCALE * (d - d.median()).abs().median()
+
+
+def gaussian_nll(mean: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Elementwise -log N(target | mean, exp(log_sigma)²)."""
+    return 0.5 * ((target - mean) * torch.exp(-log_sigma)) ** 2 + log_sigma + 0.5 * LOG_2PI
+
+
+def pa_to_vector(theta_deg: torch.Tensor) -> torch.Tensor:
+    """Angles (degrees, period 180) -> (..., 2) vectors (cos 2θ, sin 2θ)."""
+    two = torch.deg2rad(theta_deg) * 2.0
+    return torch.stack([torch.cos(two), torch.sin(two)], dim=-1)
+
+
+def vector_to_pa(vec: torch.Tensor, vec_sigma: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(..., 2) vectors (c, s) -> angle in degrees in [0, 180), and its propagated sigma (see module doc)."""
+    c, s = vec[..., 0], vec[..., 1]
+    theta = torch.remainder(torch.rad2deg(torch.atan2(s, c)) / 2.0, 180.0)
+    theta = torch.where(theta >= 180.0, theta - 180.0, theta)
+    if vec_sigma is None:
+        return theta, None
+    r2 = (c * c + s * s).clamp_min(1e-12)
+    var_phi = (s * s * vec_sigma[..., 0] ** 2 + c * c * vec_sigma[..., 1] ** 2) / (r2 * r2)
+    sigma = torch.rad2deg(var_phi.sqrt() / 2.0).clamp(max=PA_SIGMA_MAX)
+    # a vector no longer than its own uncertainty leaves the angle undetermined (and the linear
+    # propagation degenerate at the origin): report the no-information value
+    undetermined = r2 <= torch.maximum(vec_sigma[..., 0], vec_sigma[..., 1]) ** 2
+    return theta, torch.where(undetermined, torch.full_like(sigma, PA_SIGMA_MAX), sigma)
+
+
+def augment_pa_vector(vec: torch.Tensor, flip: Optional[torch.Tensor], k: Optional[torch.Tensor]) -> torch.Tensor:
+    """The (cos 2θ, sin 2θ) truth of an image flipped horizontally (first) then rotated by k * 90 degrees."""
+    c, s = vec[..., 0], vec[..., 1]
+    if flip is not None:
+        s = torch.where(flip.to(torch.bool), -s, s)
+    if k is not None:
+        sign = 1.0 - 2.0 * (k.to(torch.long) % 2).to(vec.dtype)
+        c, s = c * sign, s * sign
+    return torch.stack([c, s], dim=-1)
+
+
+def wrap_pa_diff(d: torch.Tensor) -> torch.Tensor:
+    """Angle differences (degrees, period 180) wrapped into [-90, 90)."""
+    return torch.remainder(d + 90.0, 180.0) - 90.0
+
+
+class RegressMetrics(nn.Module):
+    """Accumulates per-parameter residuals (physical units), sigmas and the normalised NLL."""
+
+    def __init__(self, params: Sequence[str]) -> None:
+        super().__init__()
+        self.params = list(params)
+        self.reset()
+
+    def reset(self) -> None:
+        self.diffs: dict[str, list[torch.Tensor]] = {p: [] for p in self.params}
+        self.sigmas: dict[str, list[torch.Tensor]] = {p: [] for p in self.params}
+        self.nll_sum = {p: 0.0 for p in self.params}
+        self.nll_count = {p: 0 for p in self.params}
+
+    def update(self, param: str, diff: torch.Tensor, sigma: torch.Tensor, nll_sum: float, nll_count: int) -> None:
+        self.diffs[param].append(diff.detach().float().cpu())
+        self.sigmas[param].append(sigma.detach().float().cpu())
+        self.nll_sum[param] += float(nll_sum)
+        self.nll_count[param] += int(nll_count)
+
+    def gathered(self, param: str) -> tuple[torch.Tensor, torch.Tensor]:
+        d = torch.cat(self.diffs[param]) if self.diffs[param] else torch.zeros(0)
+        s = torch.cat(self.sigmas[param]) if self.sigmas[param] else torch.zeros(0)
+        return d, s
+
+
+class RegressTask(Task):
+    requires = columns_for(DEFAULT_PARAMS)
+    monitor = ("nll", "min")
+
+    @classmethod
+    def requires_for(cls, options: Mapping[str, Any]) -> tuple[str, ...]:
+        return columns_for(options.get("params") or DEFAULT_PARAMS)
+
+    def __init__(
+        self,
+        name: str,
+        backbone: Backbone,
+        data: DataInfo,
+        params: Sequence[str] = DEFAULT_PARAMS,
+        hidden: int = 256,
+        dropout: float = 0.0,
+        log_sigma_min: float = -7.0,
+        log_sigma_max: float = 3.0,
+        pa_max_axis_ratio: float = 0.98,
+        outlier_nmad: float = 3.0,
+        outlier_thresholds: Optional[Mapping[str, float]] = None,
+    ) -> None:
+        super().__init__(name, backbone, data)
+        self.params = [str(p) for p in params]
+        if not self.params:
+            raise ConfigError(f"task '{name}' (regress): 'params' is empty; name at least one parameter.")
+        if len(set(self.params)) != len(self.params):
+            raise ConfigError(f"task '{name}' (regress): 'params' lists a parameter twice: {self.params}.")
+        known = set(data.columns) | set(DERIVED_COLUMNS)
+        for p in self.params:
+            for col in DERIVED_COLUMNS.get(p, (p,)):
+                if data.columns and col not in data.columns:
+                    raise ConfigError(
+                        f"task '{name}' (regress): parameter '{p}' needs catalog column '{col}', which the data does not have."
+                        + did_you_mean(p, sorted(known - {"id", "shard", "index", "class"}))
+                    )
+        if not log_sigma_min < log_sigma_max:
+            raise ConfigError(f"task '{name}' (regress): log_sigma_min must be below log_sigma_max.")
+        self.requires = columns_for(self.params)  # instance value; the class value covers the defaults
+        self.log_sigma_min = float(log_sigma_min)
+        self.log_sigma_max = float(log_sigma_max)
+        self.pa_max_axis_ratio = float(pa_max_axis_ratio)
+        self.outlier_nmad = float(outlier_nmad)
+        self.outlier_thresholds = {str(k): float(v) for k, v in dict(outlier_thresholds or {}).items()}
+        unknown = set(self.outlier_thresholds) - set(self.params)
+        if unknown:
+            raise ConfigError(f"task '{name}' (regress): outlier_thresholds names unknown parameter(s) {sorted(unknown)}.")
+
+        # target layout: each parameter owns a slice of the output dimensions
+        self.slices: dict[str, slice] = {}
+        mean, std = [], []
+        for p in self.params:
+            m, s = self._norm(p, data.stats)
+            self.slices[p] = slice(len(mean), len(mean) + len(m))
+            mean += m
+            std += s
+        self.n_out = len(mean)
+        self.register_buffer("target_mean", torch.tensor(mean, dtype=torch.float32), persistent=True)
+        self.register_buffer("target_std", torch.tensor(std, dtype=torch.float32), persistent=True)
+
+        layers: list[nn.Module] = []
+        width = backbone.embed_dim
+        if hidden:
+            layers += [nn.Linear(width, hidden), nn.GELU()]
+            width = hidden
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(width, 2 * self.n_out))
+        self.head = nn.Sequential(*layers)
+
+    @staticmethod
+    def _norm(param: str, stats: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+        means = stats.get("column_mean") or {}
+        stds = stats.get("column_std") or {}
+        if param == "position_angle":
+            return [0.0, 0.0], [1.0 / math.sqrt(2.0)] * 2
+        if param == "log_half_light_radius":
+            mu, sd = means.get("half_light_radius"), stds.get("half_light_radius")
+            if mu is None or sd is None or not mu > 0:
+                return [0.0], [1.0]
+            s2 = math.log1p((sd / mu) ** 2)  # log-normal moment matching, natural log
+            return [(math.log(mu) - s2 / 2) / math.log(10.0)], [max(math.sqrt(s2) / math.log(10.0), 1e-3)]
+        mu, sd = means.get(param, 0.0), stds.get(param, 1.0)
+        return [float(mu)], [float(sd) if sd and sd > 1e-6 else 1.0]
+
+    # -- targets --------------------------------------------------------------
+    def targets(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """(B, n_out) targets in physical units (PA as its 2-vector), NaN where undefined."""
+        missing = [c for c in self.requires if c not in batch]
+        if missing:
+            raise DataError(f"task '{self.name}' (regress): the batch has no column(s) {missing}.")
+        cols = []
+        for p in self.params:
+            if p == "log_half_light_radius":
+                r = batch["half_light_radius"].float()
+                cols.append(torch.where(r > 0, torch.log10(r.clamp_min(1e-30)), torch.full_like(r, float("nan")))[:, None])
+            elif p == "position_angle":
+                theta = batch["position_angle"].float()
+                vec = augment_pa_vector(pa_to_vector(theta), batch.get("aug_flip"), batch.get("aug_rot90"))
+                q = batch["axis_ratio"].float()
+                bad = ~torch.isfinite(theta) | ~(q < self.pa_max_axis_ratio)
+                cols.append(torch.where(bad[:, None], torch.full_like(vec, float("nan")), vec))
+            else:
+                cols.append(batch[p].float()[:, None])
+        return torch.cat(cols, dim=1)
+
+    # -- model ------------------------------------------------------------------
+    def forward(self, features: Features) -> dict[str, torch.Tensor]:
+        raw = self.head(features.embedding)
+        mean, log_sigma = raw[:, : self.n_out], raw[:, self.n_out :]
+        return {"mean": mean, "log_sigma": log_sigma.clamp(self.log_sigma_min, self.log_sigma_max)}
+
+    def _nll_terms(self, out: dict[str, torch.Tensor], batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Elementwise normalised NLL (0 where masked) and the (B, n_out) validity mask."""
+        target = (self.targets(batch).to(out["mean"].device) - self.target_mean) / self.target_std
+        valid = torch.isfinite(target)
+        nll = gaussian_nll(out["mean"].float(), out["log_sigma"].float(), torch.where(valid, target, torch.zeros_like(target)))
+        return torch.where(valid, nll, torch.zeros_like(nll)), valid
+
+    def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        """Mean over parameters (those with any valid target) of each one's mean NLL per dimension."""
+        nll, valid = self._nll_terms(out, batch)
+        per_param = []
+        for p in self.params:
+            sl = self.slices[p]
+            n = valid[:, sl].sum()
+            if n > 0:
+                per_param.append(nll[:, sl].sum() / n)
+        if not per_param:
+            return out["mean"].sum() * 0.0
+        return torch.stack(per_param).mean()
+
+    # -- physical predictions -------------------------------------------------------
+    def physical(self, out: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """param -> (mean, sigma) in catalog units (position_angle in degrees in [0, 180))."""
+        mean = out["mean"].float() * self.target_std + self.target_mean
+        sigma = torch.exp(out["log_sigma"].float()) * self.target_std
+        result = {}
+        for p in self.params:
+            sl = self.slices[p]
+            if p == "position_angle":
+                theta, theta_sigma = vector_to_pa(mean[:, sl], sigma[:, sl])
+                result[p] = (theta, theta_sigma)
+            else:
+                result[p] = (mean[:, sl.start], sigma[:, sl.start])
+        return result
+
+    def truth(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """param -> (B,) truth in catalog units (NaN where undefined)."""
+        t = self.targets(batch)
+        result = {}
+        for p in self.params:
+            sl = self.slices[p]
+            if p == "position_angle":
+                theta, _ = vector_to_pa(t[:, sl])
+                result[p] = torch.where(torch.isfinite(t[:, sl]).all(dim=1), theta, torch.full_like(theta, float("nan")))
+            else:
+                result[p] = t[:, sl.start]
+        return result
+
+    # -- metrics ------------------------------------------------------------------
+    def make_metrics(self) -> nn.Module:
+        return RegressMetrics(self.params)
+
+    def update_metrics(self, metrics: nn.Module, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
+        nll, valid = self._nll_terms(out, batch)
+        pred = self.physical(out)
+        truth = self.truth(batch)
+        for p in self.params:
+            sl = self.slices[p]
+            m, s = pred[p]
+            t = truth[p].to(m.device)
+            ok = torch.isfinite(t)
+            d = m - t
+            if p == "position_angle":
+                d = wrap_pa_diff(d)
+            metrics.update(p, d[ok], s[ok], float(nll[:, sl].sum()), int(valid[:, sl].sum()))
+
+    def compute_metrics(self, metrics: nn.Module) -> dict[str, torch.Tensor]:
+        result: dict[str, torch.Tensor] = {}
+        nlls = []
+        nan = torch.tensor(float("nan"))
+        for p in self.params:
+            d, s = metrics.gathered(p)
+            if metrics.nll_count[p]:
+                nlls.append(metrics.nll_sum[p] / metrics.nll_count[p])
+            if d.numel() == 0:
+                for key in ("bias", "nmad", "outlier_frac", "coverage68"):
+                    result[f"{p}_{key}"] = nan
+                continue
+            scatter = nmad(d)
+            limit = self.outlier_thresholds.get(p, self.outlier_nmad * float(scatter))
+            result[f"{p}_bias"] = d.mean()
+            result[f"{p}_nmad"] = scatter
+            result[f"{p}_outlier_frac"] = (d.abs() > limit).float().mean()
+            result[f"{p}_coverage68"] = (d.abs() < s).float().mean()
+        result["nll"] = torch.tensor(float(np.mean(nlls))) if nlls else nan
+        return result
+
+    def predict_columns(self, out: dict[str, torch.Tensor]) -> dict[str, Any]:
+        cols: dict[str, Any] = {}
+        for p, (m, s) in self.physical(out).items():
+            cols[f"{p}_mean"] = m.cpu().numpy()
+            cols[f"{p}_sigma"] = s.cpu().numpy()
+        return cols
+
+    def write_report(self, pred: Any, dm: Any, run_dir: Any) -> list:
+        truth = {}
+        for p in self.params:
+            if f"{p}_mean" not in pred:
+                continue
+            if p == "log_half_light_radius" and "half_light_radius" in pred:
+                r = pred["half_light_radius"].to_numpy(dtype=float)
+                truth[p] = np.where(r > 0, np.log10(np.where(r > 0, r, 1.0)), np.nan)
+            elif p == "position_angle" and "position_angle" in pred:
+                t = pred["position_angle"].to_numpy(dtype=float)
+                if "axis_ratio" in pred:
+                    t = np.where(pred["axis_ratio"].to_numpy(dtype=float) < self.pa_max_axis_ratio, t, np.nan)
+                truth[p] = t
+            elif p in pred:
+                truth[p] = pred[p].to_numpy(dtype=float)
+        if not truth:
+            return []
+        path = run_dir / f"regress_{self.name}.png"
+        return [scatter_png(truth, {p: pred[f"{p}_mean"].to_numpy(dtype=float) for p in truth}, path, f"{self.name}: held-out")]
+
+
+def scatter_png(truth: Mapping[str, Any], predicted: Mapping[str, Any], path: Any, title: str) -> Any:
+    """Predicted against true, one panel per parameter, with the 1:1 line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(truth)
+    cols = min(4, len(names))
+    rows = int(math.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, p in zip(axes.ravel(), names):
+        ax.axis("on")
+        t, m = np.asarray(truth[p], dtype=float), np.asarray(predicted[p], dtype=float)
+        ok = np.isfinite(t) & np.isfinite(m)
+        ax.scatter(t[ok], m[ok], s=4, alpha=0.6)
+        if ok.any():
+            lo, hi = float(min(t[ok].min(), m[ok].min())), float(max(t[ok].max(), m[ok].max()))
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel(f"true {p}", fontsize=8)
+        ax.set_ylabel("predicted", fontsize=8)
+        ax.set_title(f"{p} (n={int(ok.sum())})", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

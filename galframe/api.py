@@ -126,3 +126,9 @@ class Task(nn.Module):
     def predict_columns(self, out: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Catalog columns for a predicted batch: name -> (B,) array."""
         return {}
+
+    def write_report(self, pred: Any, dm: Any, run_dir: Any, model: Any = None) -> list:
+        """Pictures for people after evaluation: ``pred`` is the held-out split's truth joined with every
+        task's columns, ``dm`` the datamodule, ``model`` the trained GalaxyModel (in eval mode).
+        Returns the paths written."""
+        return []

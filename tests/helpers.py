@@ -22,6 +22,17 @@ def galframe_cli(*args: str, env: dict | None = None, cwd: Path | None = None, t
     )
 
 
+def build_model(dataset, *overrides: str):
+    """(GalaxyModel, datamodule) for a composition on ``dataset``, as ``galframe train`` builds them."""
+    from galframe.data.datamodule import GalaxyDataModule
+    from galframe.model import GalaxyModel
+    from galframe.train import model_config, to_dict
+
+    cfg = to_dict(compose_train(f"data.path={dataset}", *overrides))
+    dm = GalaxyDataModule(cfg["data"], progress=False)
+    return GalaxyModel(model_config(cfg, dm.info())), dm
+
+
 def compose_train(*overrides: str):
     """The composed train config (as galframe train would see it, with tasks= aliases)."""
     from hydra import compose, initialize_config_module

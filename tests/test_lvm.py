@@ -11,7 +11,7 @@ import yaml
 
 from galframe.api import DataInfo
 from galframe.errors import ConfigError, DataError
-from tests.helpers import ROOT, compose_train
+from tests.helpers import ROOT, build_model, compose_train
 
 CONF = ROOT / "conf"
 BANDS = ("g", "r", "z")
@@ -113,14 +113,8 @@ def test_mask_hides_the_masked_pixels(residual) -> None:
 
 # -- with the core ------------------------------------------------------------------
 def test_frozen_last_n_and_layerwise_lr_decay_with_the_core(tiny_dataset) -> None:
-    from galframe.data.datamodule import GalaxyDataModule
-    from galframe.model import GalaxyModel
-    from galframe.train import model_config, to_dict
-
     def make(*overrides):
-        cfg = to_dict(compose_train(f"data.path={tiny_dataset}", "backbone=lvm_tiny", "tasks=[classify]", *overrides))
-        dm = GalaxyDataModule(cfg["data"], progress=False)
-        return GalaxyModel(model_config(cfg, dm.info())), dm
+        return build_model(tiny_dataset, "backbone=lvm_tiny", "tasks=[classify]", *overrides)
 
     model, dm = make("finetune.mode=frozen")
     assert not any(p.requires_grad for p in model.backbone.parameters())
@@ -234,12 +228,7 @@ def test_pretrain_writes_everything_and_resumes_at_the_saved_step(tiny_dataset, 
         assert after[step] == pytest.approx(reference[step], rel=1e-4, abs=1e-6)
 
     # the pretrained weights start a downstream model
-    from galframe.data.datamodule import GalaxyDataModule
-    from galframe.model import GalaxyModel
-    from galframe.train import model_config, to_dict
-
-    cfg = to_dict(compose_train(f"data.path={tiny_dataset}", "backbone=lvm_tiny", f"backbone.weights={first}"))
-    model = GalaxyModel(model_config(cfg, GalaxyDataModule(cfg["data"], progress=False).info()))
+    model, _ = build_model(tiny_dataset, "backbone=lvm_tiny", f"backbone.weights={first}")
     assert model.backbone.weights_meta["pretrain"]["target"] == "clean"
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from galframe.errors import ConfigError, DataError
-from tests.helpers import ROOT, compose_train, galframe_cli
+from tests.helpers import ROOT, build_model, compose_train, galframe_cli
 
 CONF = ROOT / "conf"
 BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml") if p.stem != "timm")
@@ -191,14 +191,8 @@ def test_resume_after_kill_gives_the_same_next_step_loss(tiny_dataset, tmp_path)
 
 
 def test_finetune_modes_and_layerwise_lr_decay(tiny_dataset) -> None:
-    from galframe.data.datamodule import GalaxyDataModule
-    from galframe.model import GalaxyModel
-    from galframe.train import model_config, to_dict
-
     def build(*overrides):
-        cfg = to_dict(compose_train(f"data.path={tiny_dataset}", "backbone=resnet18", *overrides))
-        dm = GalaxyDataModule(cfg["data"], progress=False)
-        return GalaxyModel(model_config(cfg, dm.info())), dm
+        return build_model(tiny_dataset, "backbone=resnet18", *overrides)
 
     model, dm = build("finetune.mode=frozen")
     assert not any(p.requires_grad for p in model.backbone.parameters())

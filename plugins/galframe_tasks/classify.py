@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galframe.api import Backbone, DataInfo, Features, Task
+from galframe_tasks import mlp_head
 from galframe.errors import ConfigError, check_choice
 
 
@@ -47,15 +48,7 @@ class ClassifyTask(Task):
         self.loss_name = check_choice(f"loss for task '{name}'", loss, ["cross_entropy", "focal"])
         self.focal_gamma = float(focal_gamma)
         self.label_smoothing = float(label_smoothing)
-        layers: list[nn.Module] = []
-        width = backbone.embed_dim
-        if hidden:
-            layers += [nn.Linear(width, hidden), nn.GELU()]
-            width = hidden
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(width, self.n_classes))
-        self.head = nn.Sequential(*layers)
+        self.head = mlp_head(backbone.embed_dim, self.n_classes, hidden, dropout)
         self.register_buffer("class_weight", self._class_weights(class_weights, data), persistent=True)
 
     def _class_weights(self, spec: Any, data: DataInfo) -> torch.Tensor:
@@ -126,7 +119,7 @@ class ClassifyTask(Task):
         cols[f"{self.name}_entropy"] = _entropy(prob)
         return cols
 
-    def write_report(self, pred: Any, dm: Any, run_dir: Any) -> list:
+    def write_report(self, pred: Any, dm: Any, run_dir: Any, model: Any = None) -> list:
         if "class_name" not in pred:
             return []
         path = run_dir / f"confusion_{self.name}.png"

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from galframe.api import Backbone, DataInfo, Features, Task
+from galframe_tasks import mlp_head
 from galframe.errors import ConfigError, DataError, did_you_mean
 
 DEFAULT_PARAMS = (
@@ -203,15 +204,7 @@ class RegressTask(Task):
         self.register_buffer("target_mean", torch.tensor(mean, dtype=torch.float32), persistent=True)
         self.register_buffer("target_std", torch.tensor(std, dtype=torch.float32), persistent=True)
 
-        layers: list[nn.Module] = []
-        width = backbone.embed_dim
-        if hidden:
-            layers += [nn.Linear(width, hidden), nn.GELU()]
-            width = hidden
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(width, 2 * self.n_out))
-        self.head = nn.Sequential(*layers)
+        self.head = mlp_head(backbone.embed_dim, 2 * self.n_out, hidden, dropout)
 
     @staticmethod
     def _norm(param: str, stats: Mapping[str, Any]) -> tuple[list[float], list[float]]:
@@ -349,7 +342,7 @@ class RegressTask(Task):
             cols[f"{p}_sigma"] = s.cpu().numpy()
         return cols
 
-    def write_report(self, pred: Any, dm: Any, run_dir: Any) -> list:
+    def write_report(self, pred: Any, dm: Any, run_dir: Any, model: Any = None) -> list:
         truth = {}
         for p in self.params:
             if f"{p}_mean" not in pred:

@@ -128,7 +128,6 @@ class RestoreTask(Task):
         from galframe.data.scaling import build_scaling
 
         self.scaling = build_scaling({"name": "asinh"}, self.bands)
-        self._samples: list[dict[str, Any]] = []  # a few predicted stamps kept for write_report
 
     def bind_scaling(self, scaling: nn.Module) -> None:
         """Use the model's scaling (flux -> network units); GalaxyModel calls this after building the task."""
@@ -199,38 +198,18 @@ class RestoreTask(Task):
     def predict_columns(self, out: dict[str, torch.Tensor]) -> dict[str, Any]:
         flux = self.scaling.inverse(out["restored"].float())
         ap = aperture_flux(flux, self.aperture_radius).cpu().numpy()
-        cols: dict[str, Any] = {f"{self.name}_aperture_flux_{b}": ap[:, i] for i, b in enumerate(self.bands)}
-        for i in range(flux.shape[0]):  # keep the first few stamps (flux) for the report's picture
-            if len(self._samples) >= self.n_report:
-                break
-            self._samples.append({"flux": flux[i].cpu().numpy(), "aperture": ap[i]})
-        return cols
+        return {f"{self.name}_aperture_flux_{b}": ap[:, i] for i, b in enumerate(self.bands)}
 
-    def write_report(self, pred: Any, dm: Any, run_dir: Any) -> list:
-        """Input / restored / truth / residual for the first held-out stamps of the prediction pass."""
-        import numpy as np
-
-        samples, self._samples = self._samples, []
-        if not samples or "id" not in pred:
-            return []
-        ap_cols = [f"{self.name}_aperture_flux_{b}" for b in self.bands]
-        table = pred[ap_cols].to_numpy()
-        split = dm.splits["test"].reset_index(drop=True)
+    def write_report(self, pred: Any, dm: Any, run_dir: Any, model: Any = None) -> list:
+        """Input / restored / truth / residual for the first ``n_report`` held-out stamps."""
         dataset = dm.dataset("test")
-        rows = []
-        for s in samples:  # find each kept stamp's object by its (unique) aperture fluxes
-            hit = np.flatnonzero(np.all(np.isclose(table, s["aperture"], rtol=1e-5, atol=1e-12), axis=1))
-            if len(hit) != 1:
-                continue
-            index = np.flatnonzero(split["id"].to_numpy() == pred["id"].iloc[hit[0]])
-            if len(index) != 1:
-                continue
-            item = dataset[int(index[0])]
-            if "clean" not in item:
-                continue
-            rows.append((item["image"].numpy(), s["flux"], item["clean"].numpy(), int(item["id"])))
-        if not rows:
+        items = [dataset[i] for i in range(min(self.n_report, len(dataset)))]
+        if model is None or not items or "clean" not in items[0]:
             return []
+        images = torch.stack([item["image"] for item in items]).to(model.device)
+        with torch.no_grad():
+            restored = self.scaling.inverse(model(images)[self.name]["restored"].float()).cpu().numpy()
+        rows = [(item["image"].numpy(), restored[k], item["clean"].numpy(), int(item["id"])) for k, item in enumerate(items)]
         path = run_dir / f"restore_{self.name}.png"
         return [restore_png(rows, self.bands, path, f"{self.name}: held-out restorations")]
 

@@ -89,7 +89,7 @@ class ColorTask(Task):
     def predict_columns(self, out: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {f"{self.name}_g_r": out["g_r"].detach().float().cpu().numpy()}
 
-    def write_report(self, pred: Any, dm: Any, run_dir: Any) -> list:
+    def write_report(self, pred: Any, dm: Any, run_dir: Any, model: Any = None) -> list:
         """Optional hook: a predicted-vs-true colour plot of the held-out split."""
         column = f"{self.name}_g_r"
         if column not in pred or not {"mag_g", "mag_r"} <= set(pred.columns):

@@ -9,7 +9,7 @@ touching galframe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -132,3 +132,17 @@ class Task(nn.Module):
         task's columns, ``dm`` the datamodule, ``model`` the trained GalaxyModel (in eval mode).
         Returns the paths written."""
         return []
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``galframe <name>`` sub-command contributed by a plugin (entry point ``command.<name>``).
+
+    ``config_name`` is the Hydra primary config it composes (from ``galframe.conf`` or a
+    plugin's own search path); ``run(cfg, run_dir)`` does the work, so sweeps (-m),
+    ``--cfg`` and output directories behave as for the built-in commands.
+    """
+
+    config_name: str
+    run: Callable[..., Any]
+    help: str = ""

@@ -1,6 +1,7 @@
 """The ``galframe`` command: ``galframe <command> [hydra overrides]``.
 
-Commands: train, simulate, plugins.  Every command composes its config from
+Commands: train, pretrain, simulate, plugins, plus any that plugins add through
+``command.<name>`` entry points (a :class:`galframe.api.Command`).  Every command composes its config from
 the package's ``conf/`` tree plus the config groups that plugins add; ``-m``
 runs a Hydra multirun (sweep), e.g. ``galframe train -m data.n_labeled=50,200,1000``.
 """
@@ -195,6 +196,44 @@ def _simulate(cfg) -> None:  # type: ignore[no-untyped-def]
     print(f"Wrote {data['n']} objects to {path}")
 
 
+def _plugin_commands() -> dict:
+    """``command.<name>`` entry points: sub-commands contributed by plugins (loaded lazily)."""
+    from galframe import registry
+
+    return {p.name: p for p in registry.plugins("command") if p.name not in COMMANDS and p.name != "plugins"}
+
+
+def _plugin_command(info) -> tuple[str, Callable]:  # type: ignore[no-untyped-def]
+    from galframe.api import Command
+
+    cmd = info.load()
+    if not isinstance(cmd, Command):
+        raise ConfigError(f"Plugin command '{info.name}' ({info.value}) is not a galframe.api.Command.")
+
+    def task_fn(cfg):  # type: ignore[no-untyped-def]
+        from hydra.core.hydra_config import HydraConfig
+
+        return cmd.run(cfg, HydraConfig.get().runtime.output_dir)
+
+    task_fn.__name__ = f"_{info.name}"
+    return cmd.config_name, task_fn
+
+
+def usage() -> str:
+    extra = _plugin_commands()
+    if not extra:
+        return USAGE
+    lines = []
+    for name, info in extra.items():
+        try:
+            help_text = info.load().help
+        except Exception as exc:  # a broken plugin must not break the help text
+            help_text = f"(failed to load: {exc})"
+        lines.append(f"  {name:<10} {help_text}")
+    head, _, tail = USAGE.partition("\nCompose with")
+    return head.rstrip("\n") + "\n" + "\n".join(lines) + "\n\nCompose with" + tail
+
+
 def plugins_table() -> None:
     from rich.console import Console
     from rich.table import Table
@@ -215,19 +254,20 @@ COMMANDS = {"train": ("train", _train), "pretrain": ("pretrain", _pretrain), "si
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return 0
     command, rest = args[0], normalise_overrides(args[1:])
     try:
         if command == "plugins":
             plugins_table()
             return 0
-        if command not in COMMANDS:
-            best = closest(command, [*COMMANDS, "plugins"])
+        extra = _plugin_commands() if command not in COMMANDS else {}
+        if command not in COMMANDS and command not in extra:
+            best = closest(command, [*COMMANDS, *extra, "plugins"])
             raise ConfigError(
-                f"Unknown command '{command}'." + (f" Did you mean '{best}'?" if best else "") + "\n" + USAGE
+                f"Unknown command '{command}'." + (f" Did you mean '{best}'?" if best else "") + "\n" + usage()
             )
-        config_name, fn = COMMANDS[command]
+        config_name, fn = COMMANDS[command] if command in COMMANDS else _plugin_command(extra[command])
         run_hydra(config_name, _wrap(fn), rest)
         return 0
     except GalframeError as exc:

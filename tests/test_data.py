@@ -96,3 +96,62 @@ def test_scaling_round_trip_and_band_checks() -> None:
         build_scaling({"name": "asinh", "softening": {"g": 0.01}}, ["g", "r"])
     with pytest.raises(ConfigError, match="Did you mean 'asinh'"):
         build_scaling({"name": "asin"}, ["g"])
+
+
+def test_labels_file_picks_training_objects_and_overrides_their_class(tiny_dataset, tmp_path) -> None:
+    import pandas as pd
+
+    train = _dm(tiny_dataset).splits["train"]
+    classes = _dm(tiny_dataset).manifest["classes"]
+    ids = train["id"].to_numpy()[:6]
+    # a person's answers: names or indices, a repeated id keeps the last answer
+    file = tmp_path / "labels.csv"
+    pd.DataFrame({"id": [*ids, ids[0]], "label": [classes[1], 2, 0, classes[3], 1, 1, classes[4]]}).to_csv(file, index=False)
+    dm = _dm(tiny_dataset, f"+data.labels={file}")
+    got = dm.splits["train"].set_index("id")["class"]
+    assert sorted(got.index) == sorted(ids)
+    assert got[ids[0]] == 4 and got[ids[1]] == 2 and got[ids[3]] == 3
+    assert dm.info().stats["n_train"] == 6
+    assert dm.dataset("train")[0]["label"] == got[dm.splits["train"]["id"].iloc[0]]
+    # test split untouched
+    assert set(dm.splits["test"]["id"]) == set(_dm(tiny_dataset).splits["test"]["id"])
+
+
+def test_labels_file_errors_name_the_file_and_problem(tiny_dataset, tmp_path) -> None:
+    import pandas as pd
+
+    from galframe.errors import DataError
+
+    test_id = int(_dm(tiny_dataset).splits["test"]["id"].iloc[0])
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"id": [test_id], "label": [0]}).to_csv(bad, index=False)
+    with pytest.raises(DataError, match="not in the training split"):
+        _dm(tiny_dataset, f"+data.labels={bad}")
+    train_id = int(_dm(tiny_dataset).splits["train"]["id"].iloc[0])
+    pd.DataFrame({"id": [train_id], "label": ["spiral_galaxy_typo"]}).to_csv(bad, index=False)
+    with pytest.raises(DataError, match=r"bad.csv: unknown class 'spiral_galaxy_typo'"):
+        _dm(tiny_dataset, f"+data.labels={bad}")
+    with pytest.raises(DataError, match="labels file not found"):
+        _dm(tiny_dataset, f"+data.labels={tmp_path / 'none.csv'}")
+
+
+def test_vote_counts_are_delivered_in_schema_order(tmp_path) -> None:
+    from galframe.data.datamodule import vote_columns
+    from galframe.data.format import DatasetWriter
+
+    schema = {"questions": [
+        {"name": "smooth-or-featured", "answers": ["smooth", "featured-or-disk"], "asked_if": None},
+        {"name": "bar", "answers": ["yes", "no"], "asked_if": "smooth-or-featured_featured-or-disk"},
+    ]}
+    assert vote_columns(schema) == ["smooth-or-featured_smooth", "smooth-or-featured_featured-or-disk", "bar_yes", "bar_no"]
+    rng = np.random.default_rng(0)
+    out = tmp_path / "votes"
+    with DatasetWriter(out, "votes", ["g", "r", "z"], 16, 0.262, 22.5, ["a", "b"], None, votes=schema) as w:
+        rows = [{"class": i % 2, "smooth-or-featured_smooth": 30 - i, "smooth-or-featured_featured-or-disk": 10 + i,
+                 "bar_yes": i, "bar_no": 10} for i in range(20)]
+        w.add(rng.normal(size=(20, 3, 16, 16)).astype(np.float32), rows=rows)
+    dm = GalaxyDataModule({"path": str(out), "split": {"train": 0.5, "val": 0.25, "test": 0.25}}, requires=["votes"], progress=False)
+    item = dm.dataset("train")[0]
+    i = item["id"]
+    assert item["votes"].tolist() == [30 - i, 10 + i, i, 10]
+    assert dm.info().stats["vote_schema"] == schema

@@ -52,6 +52,52 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
+def vote_columns(schema: Optional[Mapping[str, Any]]) -> list[str]:
+    """Catalog columns of a Galaxy Zoo style vote schema, in schema order: ``<question>_<answer>``.
+
+    A schema is ``{"questions": [{"name": q, "answers": [a, ...], "asked_if": "<question>_<answer>" | null}, ...]}``
+    (stored in the dataset manifest under ``votes``); the columns hold vote counts.
+    """
+    if not schema:
+        return []
+    return [f"{q['name']}_{a}" for q in schema["questions"] for a in q["answers"]]
+
+
+def read_labels(spec: Any, classes: Sequence[str]) -> Any:
+    """Labels people gave (``data.labels``): a CSV/Parquet file or a mapping, to a frame of ``id`` and class index."""
+    import pandas as pd
+
+    if isinstance(spec, Mapping):
+        frame = pd.DataFrame({"id": list(spec.keys()), "label": list(spec.values())})
+        where = "data.labels"
+    else:
+        file = Path(str(spec)).expanduser()
+        where = str(file)
+        if not file.is_file():
+            raise DataError(f"{file}: labels file not found (data.labels).")
+        try:
+            frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
+        except Exception as exc:
+            raise DataError(f"{file}: cannot read the labels ({type(exc).__name__}: {exc})") from exc
+    missing = {"id", "label"} - set(frame.columns)
+    if missing:
+        raise DataError(f"{where}: labels need columns 'id' and 'label'; missing {sorted(missing)}.")
+    frame = frame.drop_duplicates("id", keep="last")
+    names = {c: i for i, c in enumerate(classes)}
+    index = []
+    for value in frame["label"]:
+        if isinstance(value, str) and not value.lstrip("-").isdigit():
+            if value not in names:
+                raise DataError(f"{where}: unknown class '{value}'; the dataset's classes are {list(classes)}.")
+            index.append(names[value])
+        else:
+            k = int(value)
+            if not 0 <= k < len(classes):
+                raise DataError(f"{where}: class index {k} out of range 0..{len(classes) - 1}.")
+            index.append(k)
+    return pd.DataFrame({"id": frame["id"].astype(np.int64).to_numpy(), "class": np.asarray(index, dtype=np.int64)})
+
+
 class GalaxyDataset(Dataset):
     """Objects of one split.  Each item: ``image`` (bands, H, W) flux, ``id``, and what tasks require."""
 
@@ -65,6 +111,8 @@ class GalaxyDataset(Dataset):
         self._index = self.catalog["index"].to_numpy()
         self._ids = self.catalog["id"].to_numpy()
         self._label = self.catalog["class"].to_numpy().astype(np.int64) if "class" in self.catalog else None
+        vote_cols = vote_columns(manifest.get("votes")) if "votes" in self.keys else []
+        self._votes = self.catalog[vote_cols].to_numpy(np.float32) if vote_cols else None
         sigma_cols = [f"sky_sigma_{b}" for b in self.bands]
         self._sigma = (
             self.catalog[sigma_cols].to_numpy(np.float32) if all(c in self.catalog for c in sigma_cols) else None
@@ -111,7 +159,9 @@ class GalaxyDataset(Dataset):
             elif key == "clean":
                 item["clean"] = torch.from_numpy(np.asarray(h5["clean"][row], dtype=np.float32))
             elif key == "votes":
-                raise DataError(f"{self.root}: this dataset has no vote counts (needed by a task).")
+                if self._votes is None:
+                    raise DataError(f"{self.root}: this dataset has no vote counts (needed by a task).")
+                item["votes"] = torch.from_numpy(self._votes[i].copy())
             else:
                 item[key] = torch.tensor(self._columns[key][i])
         return item
@@ -187,6 +237,13 @@ class GalaxyDataModule(pl.LightningDataModule):
                 raise DataError(f"{self.root}: a task needs noise-free 'clean' images; this dataset has none.")
             if key not in SPECIAL_KEYS and key not in catalog:
                 raise DataError(f"{cat_file}: a task needs column '{key}', which the catalog does not have.")
+            if key == "votes":
+                cols = vote_columns(self.manifest.get("votes"))
+                if not cols:
+                    raise DataError(f"{self.root / MANIFEST}: a task needs vote counts but the dataset has no vote schema.")
+                absent = [c for c in cols if c not in catalog]
+                if absent:
+                    raise DataError(f"{cat_file}: vote columns missing from the catalog: {absent[:5]}.")
         self.splits = self._split(catalog, cat_file)
         self._prepared = True
 
@@ -219,9 +276,28 @@ class GalaxyDataModule(pl.LightningDataModule):
                 )
             rng = np.random.default_rng([int(self.cfg.get("seed", 0)), 1, n_labeled])
             splits["train"] = train.iloc[np.sort(rng.choice(len(train), n_labeled, replace=False))]
+        labels = self.cfg.get("labels")
+        if labels is not None and (len(labels) > 0 if isinstance(labels, Mapping) else bool(labels)):
+            if n_labeled is not None:
+                raise ConfigError("data.labels and data.n_labeled both set: use one (labels picks the objects).")
+            splits["train"] = self._with_labels(splits["train"], labels)
         if len(splits["train"]) == 0:
             raise DataError(f"{cat_file}: the training split is empty ({n} objects, data.split={fractions}).")
         return splits
+
+    def _with_labels(self, train: Any, spec: Any) -> Any:
+        """Train on the objects people labelled (``data.labels``), with their labels instead of the catalog's."""
+        given = read_labels(spec, tuple(self.manifest.get("classes") or ()))
+        known = set(train["id"].to_numpy().tolist())
+        outside = [int(i) for i in given["id"] if int(i) not in known]
+        if outside:
+            raise DataError(
+                f"data.labels: {len(outside)} labelled id(s) are not in the training split (e.g. {outside[:5]}); "
+                "labels must come from the training pool."
+            )
+        rows = train.set_index("id").loc[given["id"].to_numpy()].reset_index()
+        rows["class"] = given["class"].to_numpy()
+        return rows.sort_values("id").reset_index(drop=True)
 
     def info(self) -> DataInfo:
         self.prepare()
@@ -240,7 +316,7 @@ class GalaxyDataModule(pl.LightningDataModule):
             classes=classes,
             pixel_scale=float(self.manifest.get("pixel_scale", 0.262)),
             columns=tuple(train.columns),
-            stats=stats,
+            stats={**stats, **({"vote_schema": self.manifest["votes"]} if self.manifest.get("votes") else {})},
         )
 
     def dataset(self, split: str) -> GalaxyDataset:

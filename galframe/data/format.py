@@ -124,6 +124,7 @@ class DatasetWriter:
         config: Optional[Mapping[str, Any]],
         shard_size: int = 2048,
         units: str = "nanomaggies",
+        votes: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self.out_dir = Path(out_dir).expanduser().absolute()
         self.name = str(name)
@@ -134,6 +135,8 @@ class DatasetWriter:
         self.classes = [str(c) for c in classes] if classes else []
         self.config = _jsonable(dict(config)) if config is not None else {}
         self.units = str(units)
+        #: Galaxy Zoo style vote schema (see galframe.data.datamodule.vote_columns); counts go in the catalog
+        self.votes = _jsonable(dict(votes)) if votes else None
         self.shard_size = int(shard_size)
         if self.shard_size < 1:
             raise DataError(f"shard_size must be at least 1 (got {shard_size}).")
@@ -263,6 +266,7 @@ class DatasetWriter:
             "n": self.n,
             "shards": [dict(s) for s in self.shards],
             "has_clean": bool(self.has_clean),
+            **({"votes": self.votes} if self.votes else {}),
             "config": self.config,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

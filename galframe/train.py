@@ -124,6 +124,9 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
         ckpt_path = str(find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="train"))
         print(f"Resuming from {ckpt_path}")
 
+    if cfg.get("init") and not ckpt_path:
+        init_weights(model, str(cfg["init"]))
+
     monitor, mode = model.monitor()
     checkpoint = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
@@ -158,6 +161,40 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
             trainer.logger.experiment.summary.update(metrics)
         wandb.finish()
     return metrics
+
+
+def checkpoint_file(spec: str) -> Path:
+    """A checkpoint from a run directory (its best, else its last checkpoint) or a ``.ckpt`` path."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise ConfigError(f"{path}: run directory has no checkpoints/best.ckpt or checkpoints/last.ckpt.")
+    if not path.is_file():
+        raise ConfigError(f"{path}: checkpoint not found.")
+    return path
+
+
+def init_weights(model: Any, spec: str) -> None:
+    """Warm start: copy the weights of an earlier run into ``model`` (same backbone; tasks matched by name)."""
+    import torch
+
+    file = checkpoint_file(spec)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as exc:
+        raise ConfigError(f"{file}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
+    own = model.state_dict()
+    clash = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if clash:
+        raise ConfigError(
+            f"{file}: {len(clash)} tensor(s) differ in shape from this model (e.g. {clash[0]}): "
+            "init needs the same backbone and task heads."
+        )
+    missing, _ = model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    if len(missing) == len(own):
+        raise ConfigError(f"{file}: no tensor of the checkpoint matches this model (different backbone?).")
 
 
 def _quiet_known_warnings() -> None:

@@ -309,3 +309,30 @@ def test_simulate_command_writes_a_dataset_that_data_configs_read_back(tmp_path,
     assert trained.returncode == 0, trained.stderr[-3000:]
     again = galframe_cli("simulate", "data.n=40", f"out={out}")
     assert again.returncode == 2 and str(out) in again.stderr and "Traceback" not in again.stderr
+
+
+def test_init_warm_starts_from_an_earlier_run(tiny_dataset, tmp_path) -> None:
+    from galframe.train import checkpoint_file
+
+    first = tmp_path / "first"
+    from galframe.train import run
+
+    run(compose_train("backbone=resnet18", f"data.path={tiny_dataset}", "logger=none", "evaluate=false", *SHORT), run_dir=first)
+    state = torch.load(checkpoint_file(str(first)), map_location="cpu", weights_only=False)["state_dict"]
+    seen = {}
+
+    class Grab:  # record the weights the second run starts from
+        def on_fit_start(self, trainer, model):  # noqa: ANN001
+            seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    from pytorch_lightning import Callback
+
+    grab = type("GrabCallback", (Callback,), {"on_fit_start": Grab.on_fit_start})()
+    _run(tmp_path, "backbone=resnet18", f"data.path={tiny_dataset}", "logger=none", "evaluate=false", f"init={first}",
+         *SHORT, callbacks=[grab])
+    key = next(k for k in state if k.endswith("weight") and "backbone" in k)
+    assert torch.equal(seen[key], state[key])
+    with pytest.raises(ConfigError, match="differ in shape"):
+        _run(tmp_path, "backbone=resnet50", f"data.path={tiny_dataset}", "logger=none", "evaluate=false", f"init={first}", *SHORT)
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        _run(tmp_path, f"data.path={tiny_dataset}", "logger=none", f"init={tmp_path / 'nope.ckpt'}", *SHORT)

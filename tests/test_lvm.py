@@ -354,3 +354,25 @@ def test_pretrain_registers_in_the_zoo_and_reuses_it(tiny_dataset, tmp_path, mon
     # and a downstream run starts from it by name
     cfg = compose_train(f"data.path={tiny_dataset}", "backbone=lvm_tiny", "backbone.weights=my-lvm", "trainer=fast", "logger=none")
     assert run(cfg, run_dir=tmp_path / "ft") == {}
+
+
+def test_weights_from_64px_stamps_load_into_a_128px_model(tmp_path, monkeypatch) -> None:
+    """Fields for detection are bigger than the pretraining stamps: the stage whose window was clamped
+    at 64 px gets its relative position bias interpolated; everything else is copied as is."""
+    monkeypatch.setenv("GALFRAME_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(5)
+    small = build("lvm_tiny")
+    file = small.save_weights(tmp_path / "w64")
+    big = build("lvm_tiny", img_size=128, weights=str(file))
+    a, b = small.net.state_dict(), big.net.state_dict()
+    tables = [k for k in a if k.endswith("relative_position_bias_table") and a[k].shape != b[k].shape]
+    assert tables and all(b[k].shape[0] > a[k].shape[0] for k in tables)
+    same = [k for k in a if k not in tables and a[k].shape == b[k].shape]
+    assert all(torch.equal(a[k], b[k]) for k in same)
+    # the interpolated table keeps the bias of the central offset (0, 0) close to the original's
+    k = tables[0]
+    n_a, n_b = int(a[k].shape[0] ** 0.5), int(b[k].shape[0] ** 0.5)
+    centre_a = a[k].reshape(n_a, n_a, -1)[n_a // 2, n_a // 2]
+    centre_b = b[k].reshape(n_b, n_b, -1)[n_b // 2, n_b // 2]
+    assert torch.allclose(centre_a, centre_b, atol=0.5 * float(a[k].abs().max()))
+    assert big(torch.randn(1, 3, 128, 128)).maps[-1].shape[-1] == 8

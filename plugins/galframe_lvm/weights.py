@@ -225,7 +225,12 @@ def load_into(backbone: Any, spec: str) -> dict:
         )
     arch = meta.get("architecture")
     if arch:
-        diff = {k: (arch.get(k), v) for k, v in backbone.arch.items() if k in arch and _norm(arch.get(k)) != _norm(v)}
+        # the stamp size may differ: windowed attention and convolutions carry over to other sizes
+        diff = {
+            k: (arch.get(k), v)
+            for k, v in backbone.arch.items()
+            if k in arch and k != "img_size" and _norm(arch.get(k)) != _norm(v)
+        }
         if diff:
             said = ", ".join(f"{k}={theirs} (model: {ours})" for k, (theirs, ours) in diff.items())
             raise DataError(
@@ -237,6 +242,7 @@ def load_into(backbone: Any, spec: str) -> dict:
     except Exception as exc:
         raise DataError(f"{file}: cannot read LVM weights ({type(exc).__name__}: {exc})") from exc
     own = backbone.net.state_dict()
+    state = _fit_position_bias(state, own)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -252,6 +258,24 @@ def load_into(backbone: Any, spec: str) -> dict:
     with torch.no_grad():
         backbone.net.load_state_dict(state, strict=True)
     return {**meta, "file": str(file), "zoo_entry": (entry or {}).get("name")}
+
+
+def _fit_position_bias(state: dict, own: dict) -> dict:
+    """Relative position bias tables of another window size (a stage whose window was clamped to a
+    smaller stamp) resized by bicubic interpolation, as when Swin is fine-tuned at a new resolution."""
+    out = dict(state)
+    for key, value in state.items():
+        if not key.endswith("relative_position_bias_table") or key not in own or own[key].shape == value.shape:
+            continue
+        n_old, heads = value.shape
+        n_new = own[key].shape[0]
+        s_old, s_new = int(round(n_old**0.5)), int(round(n_new**0.5))
+        if s_old * s_old != n_old or s_new * s_new != n_new or own[key].shape[1] != heads:
+            continue
+        grid = value.T.reshape(1, heads, s_old, s_old).float()
+        resized = torch.nn.functional.interpolate(grid, size=(s_new, s_new), mode="bicubic", align_corners=False)
+        out[key] = resized.reshape(heads, n_new).T.contiguous().to(value.dtype)
+    return out
 
 
 def _norm(value: Any) -> Any:

@@ -20,6 +20,9 @@ commands:
   train      train a backbone with one or more tasks, then evaluate on the held-out split
   pretrain   self-supervised pretraining of a backbone on unlabeled images (galframe pretrain backbone=lvm_tiny)
   simulate   write a simulated dataset: galframe simulate data=sim_desi data.n=5000 out=<dir>
+  predict    a trained model over survey files, one catalog row per object:
+             galframe predict ckpt=<run dir|.ckpt|zoo name> data=<reader: fits|hdf5|galaxy10|gz_decals|image|mosaic> data.path=<files> out=catalog.parquet
+  ingest     survey files to a galframe dataset for training: galframe ingest data=<reader> data.path=<files> out=<dir>
   plugins    list every discovered plugin (name, kind, distribution, version)
 
 Compose with Hydra overrides, e.g.
@@ -248,7 +251,25 @@ def plugins_table() -> None:
     Console(width=200).print(table)
 
 
-COMMANDS = {"train": ("train", _train), "pretrain": ("pretrain", _pretrain), "simulate": ("simulate", _simulate)}
+def _predict(cfg) -> None:  # type: ignore[no-untyped-def]
+    from galframe.predict import run
+
+    run(cfg)
+
+
+def _ingest(cfg) -> None:  # type: ignore[no-untyped-def]
+    from galframe.ingest import run
+
+    run(cfg)
+
+
+COMMANDS = {
+    "train": ("train", _train),
+    "pretrain": ("pretrain", _pretrain),
+    "simulate": ("simulate", _simulate),
+    "predict": ("predict", _predict),
+    "ingest": ("ingest", _ingest),
+}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -257,6 +278,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(usage())
         return 0
     command, rest = args[0], normalise_overrides(args[1:])
+    if command in ("predict", "ingest"):  # their data= names a reader config (conf/reader/)
+        from galframe.readers import reader_overrides
+
+        rest = reader_overrides(rest)
     try:
         if command == "plugins":
             plugins_table()

@@ -1,0 +1,313 @@
+"""The reader contract: what a ``reader`` plugin yields, and the checks every object goes through.
+
+A reader turns survey files into :class:`Stamp` objects: an id, a ``(bands, H, W)`` float32 cube in
+calibrated flux (nanomaggies, zero point 22.5, the unit of the simulations), the band names, an
+optional inverse variance and mask, and metadata (RA/Dec, the source file, catalog columns).
+It works in *shards* (a group of files, or a range of rows) so that ``galframe predict`` can
+stream any number of objects with flat memory and skip finished shards after a restart.
+
+Per-object problems (a truncated file, a wrong shape, a missing band) are :class:`Reject` s with a
+reason; problems with the whole source (the path does not exist, an HDF5 file without images)
+are :class:`~galframe.errors.DataError` s.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from galframe.errors import ConfigError, DataError, check_choice
+
+#: reader-config keys the pipeline (predict, ingest) uses; the rest are the plugin's own options
+CORE_KEYS = ("plugin", "fit", "rebin", "fill", "max_bad_fraction")
+FITS = ("crop", "pad", "exact")
+
+
+class StampError(Exception):
+    """A problem with one object (or one file): it becomes a reject with this message as the reason."""
+
+
+@dataclass
+class Stamp:
+    id: str
+    flux: np.ndarray  # (bands, H, W) float32, nanomaggies
+    bands: tuple[str, ...]
+    ivar: Optional[np.ndarray] = None  # same shape (or (H, W)), 1 / nanomaggies^2; 0 = no data
+    mask: Optional[np.ndarray] = None  # bool, same shape or (H, W); True = bad pixel
+    meta: dict = field(default_factory=dict)  # ra, dec, source, catalog columns; non-scalars are not written out
+
+
+@dataclass
+class Reject:
+    source: str
+    reason: str
+    id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A unit of work: ``key`` names it (stable across runs), ``items`` is what the reader needs to read
+    it, ``n`` the number of objects expected and ``fingerprint`` changes when its inputs change."""
+
+    key: str
+    items: tuple
+    n: int
+    fingerprint: str
+
+
+class Reader:
+    """Base class of reader plugins (entry points ``reader.<name>`` in ``galframe.plugins``).
+
+    Subclasses implement :meth:`shards` (cheap and deterministic: it is called again on a restart)
+    and :meth:`read`.  ``bands`` is set when every object of the source has the same bands (a
+    missing band is then an error for the whole source instead of a reject per object).
+    """
+
+    kind: ClassVar[str] = "reader"
+    bands: Optional[tuple[str, ...]] = None
+    #: class names, when the source carries labels (``class`` in the metadata is an index into them)
+    classes: tuple[str, ...] = ()
+    #: a Galaxy Zoo style vote schema, when the source carries vote counts (see ``vote_columns``)
+    votes: Optional[dict] = None
+    #: arcsec per pixel, when known
+    pixel_scale: Optional[float] = None
+
+    def __init__(self, shard_size: int = 256) -> None:
+        self.shard_size = int(shard_size)
+        if self.shard_size < 1:
+            raise ConfigError(f"data.shard_size must be at least 1 (got {shard_size}).")
+        self.target_bands: Optional[tuple[str, ...]] = None
+        self.target_size: Optional[int] = None
+
+    def bind(self, bands: Sequence[str], image_size: int) -> None:
+        """Called before :meth:`shards` with the bands and stamp size the consumer (a model) wants."""
+        self.target_bands = tuple(str(b) for b in bands)
+        self.target_size = int(image_size)
+        if self.bands is not None:
+            missing = [b for b in self.target_bands if b not in self.bands]
+            if missing:
+                raise DataError(
+                    f"{self.describe()}: has bands {list(self.bands)}, which lack {missing} needed by the model "
+                    f"(bands {list(self.target_bands)})."
+                )
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def shards(self) -> list[Shard]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def read(self, shard: Shard) -> Iterator[Union[Stamp, Reject]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- optional hooks used by predict for tiled sources -------------------------------------
+    def tile_grid(self, source: str) -> Any:
+        """The :class:`~galframe.readers.tiles.TileGrid` of a tiled source (for de-duplicating detections)."""
+        return None
+
+    def pixel_to_world(self, source: str, x: np.ndarray, y: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """RA/Dec (degrees) of pixel positions of a source with a WCS, else None."""
+        return None
+
+
+# -- helpers readers share -------------------------------------------------------------------------
+def list_files(path: Any, patterns: Sequence[str], what: str = "data.path") -> list[str]:
+    """Sorted files of a directory (matching ``patterns``, recursively), a glob, one file or a list of these.
+
+    A path that names nothing is an error; a dangling link inside a directory is listed (its
+    object is rejected when read)."""
+    if path in (None, "", "???"):
+        raise ConfigError(f"{what} is not set: give a directory, a glob or a list of files.")
+    specs = list(path) if isinstance(path, (list, tuple)) else [path]
+    files: list[str] = []
+    for spec in specs:
+        spec = os.path.expanduser(str(spec))
+        if any(ch in spec for ch in "*?["):
+            found = sorted(glob.glob(spec, recursive=True))
+            if not found:
+                raise DataError(f"{spec}: no file matches this pattern ({what}).")
+            files.extend(found)
+        elif os.path.isdir(spec):
+            found = sorted(
+                {str(p) for pat in patterns for p in Path(spec).rglob(pat) if p.is_symlink() or not p.is_dir()}
+            )
+            if not found:
+                raise DataError(f"{spec}: directory has no file matching {', '.join(patterns)} ({what}).")
+            files.extend(found)
+        elif os.path.lexists(spec):
+            files.append(spec)
+        else:
+            raise DataError(f"{spec}: no such file or directory ({what}).")
+    return files
+
+
+def fingerprint(parts: Iterable[Any]) -> str:
+    """A short hash of ``parts`` (file stats, row ranges): it changes when the inputs change."""
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(repr(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def file_stat(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+        return (path, st.st_size, st.st_mtime_ns)
+    except OSError:
+        return (path, "missing")
+
+
+def chunked(seq: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]]]:
+    for k, start in enumerate(range(0, len(seq), size)):
+        yield k, seq[start : start + size]
+
+
+def file_id(path: str) -> str:
+    """An object id from a file name: the name without its (compression) suffixes."""
+    name = os.path.basename(path)
+    for suffix in (".gz", ".fz", ".bz2"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return os.path.splitext(name)[0]
+
+
+def scalar_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata values that fit a catalog column (numbers, strings, booleans)."""
+    out = {}
+    for key, value in meta.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if value is None or isinstance(value, (bool, int, float, str)):
+            out[str(key)] = value
+    return out
+
+
+# -- from a stamp to a model input -------------------------------------------------------------------
+@dataclass
+class Conformed:
+    flux: np.ndarray  # (bands, size, size) float32, bad pixels filled
+    n_bad: int  # band-pixels that were NaN/inf, masked, without data (ivar 0) or padding
+    offset: tuple[int, int]  # (y, x) of the model input's origin in the stamp's (rebinned) pixels
+    sky_sigma: np.ndarray  # (bands,) noise estimate in nanomaggies (NaN where unknown)
+
+
+def conform(
+    stamp: Stamp,
+    bands: Sequence[str],
+    size: int,
+    fit: str = "crop",
+    rebin: int = 1,
+    fill: str = "zero",
+    max_bad_fraction: float = 0.5,
+) -> Conformed:
+    """Bands matched by name, bad pixels masked and counted, rebinned and cut to ``size`` x ``size``.
+
+    ``fit``: ``crop`` (larger stamps are centre-cropped, smaller ones rejected), ``pad`` (smaller
+    ones are zero-padded and the padding counted as bad pixels) or ``exact``.  ``rebin`` sums
+    ``rebin`` x ``rebin`` blocks (flux is conserved; the pixel scale grows by that factor).
+    Raises :class:`StampError` for a missing band, a wrong shape or too many bad pixels.
+    """
+    from galframe.data.scaling import clean_pixels
+
+    check_choice("data.fit", fit, FITS)
+    flux = np.asarray(stamp.flux)
+    have = [str(b) for b in stamp.bands]
+    if flux.ndim != 3 or flux.shape[0] != len(have):
+        raise StampError(f"wrong shape: image {tuple(flux.shape)} for {len(have)} band(s) {have}")
+    missing = [b for b in bands if b not in have]
+    if missing:
+        raise StampError(f"missing band(s) {missing} (the file has {have})")
+    index = [have.index(b) for b in bands]
+    flux = flux[index]
+    bad = np.zeros(flux.shape, dtype=bool)
+    if stamp.mask is not None:
+        mask = np.asarray(stamp.mask, dtype=bool)
+        bad |= _per_band(mask, index, flux.shape, "mask")
+    sky = np.full(len(index), np.nan, dtype=np.float64)
+    if stamp.ivar is not None:
+        ivar = _per_band(np.asarray(stamp.ivar, dtype=np.float32), index, flux.shape, "inverse variance")
+        with np.errstate(invalid="ignore"):
+            no_data = ~(ivar > 0)
+        bad |= no_data
+        for k in range(len(index)):
+            good = ivar[k][~no_data[k] & np.isfinite(ivar[k])]
+            if good.size:
+                sky[k] = float(1.0 / np.sqrt(np.median(good)))
+    flux, bad = clean_pixels(flux, bad, fill=fill)
+    rebin = int(rebin or 1)
+    if rebin > 1:
+        flux, bad = _rebin(flux, bad, rebin)
+        sky = sky * rebin  # the noise of a sum of rebin^2 independent pixels
+    flux, bad, offset = _fit(flux, bad, int(size), fit)
+    n_bad = int(bad.sum())
+    if n_bad > float(max_bad_fraction) * bad.size:
+        raise StampError(
+            f"{n_bad} of {bad.size} pixel values ({100.0 * n_bad / bad.size:.0f}%) are NaN/inf, masked or "
+            f"without data (data.max_bad_fraction={max_bad_fraction})"
+        )
+    for k in range(len(index)):
+        if not np.isfinite(sky[k]):
+            sky[k] = robust_sky_sigma(flux[k], bad[k])
+    return Conformed(flux=flux, n_bad=n_bad, offset=offset, sky_sigma=sky)
+
+
+def _per_band(arr: np.ndarray, index: list[int], shape: tuple, what: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.broadcast_to(arr, (len(index), *arr.shape))
+        if arr.shape != shape:
+            raise StampError(f"wrong shape: {what} {tuple(arr.shape[1:])} for image {tuple(shape[1:])}")
+        return arr
+    if arr.ndim != 3 or arr.shape[1:] != shape[1:]:
+        raise StampError(f"wrong shape: {what} {tuple(arr.shape)} for image {tuple(shape)}")
+    return arr[index]
+
+
+def _rebin(flux: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    b, h, w = flux.shape
+    h2, w2 = h // k, w // k
+    if h2 == 0 or w2 == 0:
+        raise StampError(f"stamp {h}x{w} is smaller than one {k}x{k} rebinning block")
+    f = flux[:, : h2 * k, : w2 * k].reshape(b, h2, k, w2, k).sum(axis=(2, 4), dtype=np.float64).astype(np.float32)
+    m = bad[:, : h2 * k, : w2 * k].reshape(b, h2, k, w2, k).any(axis=(2, 4))
+    return f, m
+
+
+def _fit(flux: np.ndarray, bad: np.ndarray, size: int, fit: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    _, h, w = flux.shape
+    if (h, w) == (size, size):
+        return flux, bad, (0, 0)
+    if fit == "exact":
+        raise StampError(f"stamp is {h}x{w} pixels, the model takes {size}x{size} (data.fit=exact)")
+    if (h < size or w < size) and fit == "crop":
+        raise StampError(f"stamp is {h}x{w} pixels, smaller than the model's {size}x{size} (data.fit=pad pads it)")
+    oy, ox = (h - size) // 2, (w - size) // 2  # negative: padding
+    out = np.zeros((flux.shape[0], size, size), dtype=np.float32)
+    out_bad = np.ones((flux.shape[0], size, size), dtype=bool)
+    ys, xs = max(oy, 0), max(ox, 0)
+    yd, xd = max(-oy, 0), max(-ox, 0)
+    hh, ww = min(h - ys, size - yd), min(w - xs, size - xd)
+    out[:, yd : yd + hh, xd : xd + ww] = flux[:, ys : ys + hh, xs : xs + ww]
+    out_bad[:, yd : yd + hh, xd : xd + ww] = bad[:, ys : ys + hh, xs : xs + ww]
+    return out, out_bad, (oy, ox)
+
+
+def robust_sky_sigma(image: np.ndarray, bad: Optional[np.ndarray] = None, border: int = 4) -> float:
+    """Noise from the stamp's outer ``border`` pixels (1.4826 x MAD), where the sky dominates."""
+    h, w = image.shape
+    edge = np.ones((h, w), dtype=bool)
+    if h > 2 * border and w > 2 * border:
+        edge[border:-border, border:-border] = False
+    if bad is not None:
+        edge &= ~bad
+    values = image[edge]
+    if values.size < 8:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))

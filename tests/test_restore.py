@@ -12,8 +12,8 @@ from torch import nn
 
 from galframe.api import Backbone, DataInfo, Features
 from galframe.errors import ConfigError
-from galframe_tasks.restore import RestoreTask, aperture_flux, aperture_mask
-from tests.helpers import compose_train
+from galframe_tasks.restore import RestoreTask, aperture_flux, aperture_mask, block_sum, degrade_resolution, replicate
+from tests.helpers import build_model, compose_train
 
 INFO = DataInfo(bands=("g", "r", "z"), image_size=32)
 
@@ -142,6 +142,76 @@ def test_loss_falls_on_a_tiny_problem() -> None:
     assert losses[-1] < 0.3 * losses[0]
 
 
+# -- 2x super-resolution -----------------------------------------------------------------
+
+def test_block_sum_and_replicate_conserve_flux_and_bin_noise() -> None:
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    coarse = block_sum(x, 2)
+    assert coarse.tolist() == [[[[0 + 1 + 4 + 5, 2 + 3 + 6 + 7], [8 + 9 + 12 + 13, 10 + 11 + 14 + 15]]]]
+    fine = replicate(coarse, 2)
+    assert fine.shape == (1, 1, 4, 4) and fine[0, 0, :2, :2].eq(10 / 4).all() and fine[0, 0, 2:, 2:].eq(50 / 4).all()
+    assert torch.equal(block_sum(fine, 2), coarse) and float(fine.sum()) == float(x.sum())
+    assert torch.equal(degrade_resolution(x, 2), fine) and degrade_resolution(x, 1) is x
+    # sky noise of sigma per pixel: 2 sigma per 2x2 block (the noise of a pixel twice as large)
+    noise = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.5
+    assert float(block_sum(noise, 2).std()) == pytest.approx(1.0, rel=0.02)
+    with pytest.raises(ConfigError, match="cannot be cut into 3 x 3"):
+        block_sum(x, 3)
+
+
+def test_upscale_feeds_the_backbone_the_coarse_image_and_restores_full_resolution(tiny_dataset) -> None:
+    from tests.helpers import build_model
+
+    model, _ = build_model(tiny_dataset, "backbone=resnet18", "task=restore", "tasks.restore.upscale=2", "logger=none")
+    model.eval()
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    flux = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model(flux)["restore"]
+    assert out["restored"].shape == (2, 3, 64, 64)  # full resolution
+    assert torch.allclose(seen[0], model.scaling(replicate(block_sum(flux, 2), 2)), atol=1e-5)
+    # nothing finer than the coarse pixels reaches the network
+    given = model.scaling.inverse(seen[0])
+    assert torch.allclose(given, given[..., ::2, ::2].repeat_interleave(2, -2).repeat_interleave(2, -1), atol=1e-5)
+    # the default leaves the input alone
+    plain, _ = build_model(tiny_dataset, "backbone=resnet18", "task=restore", "logger=none")
+    plain.eval()
+    seen.clear()
+    plain.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        plain(flux)
+    assert torch.equal(seen[0], plain.scaling(flux))
+    with pytest.raises(ConfigError, match="upscale=3 needs stamps whose size is a multiple"):
+        RestoreTask("restore", _TinyBackbone(INFO), INFO, upscale=3)
+    with pytest.raises(ConfigError, match="upscale must be a whole factor"):
+        RestoreTask("restore", _TinyBackbone(INFO), INFO, upscale=0)
+
+
+def test_super_resolution_loss_falls_on_a_tiny_problem() -> None:
+    """Compact blobs at sub-pixel positions, seen at half resolution: the model learns them at full resolution."""
+    torch.manual_seed(0)
+    backbone = _TinyBackbone(INFO)
+    task = RestoreTask("restore", backbone, INFO, decoder_width=8, decoder_convs=1, upscale=2)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    centres = torch.rand(8, 2) * 12 + 10
+    blob = torch.exp(-((yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2) / 4)
+    clean = blob[:, None].repeat(1, 3, 1, 1) * torch.tensor([0.5, 1.0, 2.0]).view(1, 3, 1, 1)
+    noisy = clean + 0.02 * torch.randn_like(clean)
+    params = list(backbone.parameters()) + list(task.parameters())
+    opt = torch.optim.Adam(params, lr=5e-3)
+    losses = []
+    for _ in range(60):
+        out = task(backbone(task.scaling(noisy)))
+        loss = task.loss(out, {"clean": clean})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert out["restored"].shape == clean.shape
+    assert losses[-1] < 0.3 * losses[0]
+
+
 # -- end to end ------------------------------------------------------------------------
 
 def _run(tmp_path: Path, *overrides: str):
@@ -182,4 +252,32 @@ def test_short_run_writes_metrics_and_report(tiny_dataset, tmp_path) -> None:
     assert "test/restore/flux_ratio" in metrics and "test/restore/flux_ratio_g" in metrics
     pred = pd.read_parquet(run_dir / "predictions_test.parquet")
     assert {"restore_aperture_flux_g", "restore_aperture_flux_r", "restore_aperture_flux_z"} <= set(pred.columns)
+    assert (run_dir / "restore_restore.png").stat().st_size > 5000
+
+
+def test_super_resolution_end_to_end(tiny_dataset, tmp_path) -> None:
+    import pandas as pd
+
+    # the model as galframe train builds it: the LVM sees 2x2-binned stamps, restores 64 px
+    model, dm = build_model(tiny_dataset, "backbone=lvm_tiny", "tasks=[restore]", "tasks.restore.upscale=2")
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda module, args: seen.append(model.scaling.inverse(args[0])))
+    flux = dm.dataset("test")[0]["image"][None]
+    with torch.no_grad():
+        restored = model(flux)["restore"]["restored"]
+    assert restored.shape == (1, 3, 64, 64)
+    assert torch.allclose(seen[0], replicate(block_sum(flux, 2), 2), rtol=1e-4, atol=1e-6)
+
+    _run(
+        tmp_path, "backbone=lvm_tiny", "tasks=[restore]", "tasks.restore.upscale=2", f"data.path={tiny_dataset}",
+        "data.batch_size=8", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=2",
+        "trainer.progress_bar=false", "logger=none",
+    )
+    run_dir = tmp_path / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert np.isfinite(metrics["test/restore/psnr"]) and -1.0 <= metrics["test/restore/ssim"] <= 1.0
+    assert np.isfinite(metrics["test/restore/flux_ratio"])
+    pred = pd.read_parquet(run_dir / "predictions_test.parquet")
+    assert pred["restore_aperture_flux_r"].notna().all()
     assert (run_dir / "restore_restore.png").stat().st_size > 5000

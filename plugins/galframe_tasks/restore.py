@@ -10,6 +10,20 @@ Where the output comes from: a backbone with a decoder (the LVM) fills ``Feature
 (``n_bands`` channels at full resolution, in scaled units) and the task reads it; any other
 backbone (e.g. a timm ResNet) gets a light FPN-like decoder owned by the task, built on the
 backbone's multi-scale ``Features.maps``.  ``needs_decoder`` is therefore decided per instance.
+
+Super-resolution (``upscale=2``): the model sees the observed image at 1/``upscale`` resolution and
+restores the clean image at full resolution; metrics are computed at full resolution.  The coarse
+image is made inside the model from the full-resolution observed stamp (after augmentation): block
+sums of ``upscale`` x ``upscale`` pixels (:func:`block_sum`, flux conserved), which is exactly what a
+detector with pixels ``upscale`` times larger records for the same sky: the noise of the summed pixels
+adds in quadrature (sigma x ``upscale`` per coarse pixel, signal x ``upscale``^2), so no noise has to be
+added.  The coarse image is put back on the full grid by pixel replication with flux / ``upscale``^2
+per pixel (:func:`replicate`; "pre-upsampling", as in SRCNN), so every backbone (the LVM's fixed
+Swin windows included) and any other task of the model run unchanged, and nothing beyond the coarse
+pixels reaches the network.  The degradation is the task's :meth:`RestoreTask.transform_input`
+(flux in, flux out): GalaxyModel applies it to every input before scaling (training, evaluation,
+``predict``, the report).  In a multi-task model every task sees the coarse image, and only one task
+may change the input.  Datasets stay untouched (the clean target keeps its full resolution).
 """
 from __future__ import annotations
 
@@ -35,6 +49,27 @@ def aperture_flux(flux: torch.Tensor, radius: float) -> torch.Tensor:
     """(B, C) flux summed in a circular aperture of ``radius`` px at the centre of (B, C, H, W) stamps."""
     mask = aperture_mask(flux.shape[-2], flux.shape[-1], radius, flux.device)
     return (flux.float() * mask).sum(dim=(-2, -1))
+
+
+def block_sum(flux: torch.Tensor, factor: int) -> torch.Tensor:
+    """(..., H, W) -> (..., H / factor, W / factor): sums of factor x factor pixel blocks (flux conserved)."""
+    f = int(factor)
+    h, w = flux.shape[-2], flux.shape[-1]
+    if h % f or w % f:
+        raise ConfigError(f"a {h} x {w} px stamp cannot be cut into {f} x {f} pixel blocks.")
+    return flux.reshape(*flux.shape[:-2], h // f, f, w // f, f).sum(dim=(-1, -3))
+
+
+def replicate(coarse: torch.Tensor, factor: int) -> torch.Tensor:
+    """(..., h, w) -> (..., h * factor, w * factor): each coarse pixel spread evenly over factor x factor
+    pixels (flux / factor^2 each), so ``block_sum(replicate(x, f), f) == x``."""
+    f = int(factor)
+    return coarse.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1) / float(f * f)
+
+
+def degrade_resolution(flux: torch.Tensor, factor: int) -> torch.Tensor:
+    """The stamp a detector with ``factor`` times larger pixels records, on the original pixel grid."""
+    return flux if int(factor) == 1 else replicate(block_sum(flux, factor), factor)
 
 
 class LightDecoder(nn.Module):
@@ -106,6 +141,7 @@ class RestoreTask(Task):
         decoder_convs: int = 2,
         aperture_radius: float = 8.0,
         n_report: int = 4,
+        upscale: int = 1,
     ) -> None:
         super().__init__(name, backbone, data)
         self.loss_name = check_choice(f"loss for task '{name}'", loss, ["l1", "l2"])
@@ -128,10 +164,27 @@ class RestoreTask(Task):
         from galframe.data.scaling import build_scaling
 
         self.scaling = build_scaling({"name": "asinh"}, self.bands)
+        self.upscale = int(upscale)
+        if self.upscale != upscale or self.upscale < 1:
+            raise ConfigError(f"task '{name}': upscale must be a whole factor >= 1 (got {upscale}).")
+        if self.upscale > 1:
+            if self.image_size % self.upscale:
+                raise ConfigError(
+                    f"task '{name}': upscale={self.upscale} needs stamps whose size is a multiple of it "
+                    f"(these are {self.image_size} px)."
+                )
+        #: GalaxyModel feeds the backbone transform_input(flux) of tasks that change the input
+        self.changes_input = self.upscale > 1
 
     def bind_scaling(self, scaling: nn.Module) -> None:
         """Use the model's scaling (flux -> network units); GalaxyModel calls this after building the task."""
         self.scaling = scaling
+
+    # -- super-resolution input --------------------------------------------------
+    def transform_input(self, flux: torch.Tensor) -> torch.Tensor:
+        """What the network sees of an observed (B, C, H, W) flux stamp: itself, or with ``upscale`` > 1
+        its 1/upscale resolution version on the full grid (see the module doc)."""
+        return degrade_resolution(flux, self.upscale)
 
     # -- forward and loss -------------------------------------------------------
     def forward(self, features: Features) -> dict[str, torch.Tensor]:
@@ -209,13 +262,20 @@ class RestoreTask(Task):
         images = torch.stack([item["image"] for item in items]).to(model.device)
         with torch.no_grad():
             restored = self.scaling.inverse(model(images)[self.name]["restored"].float()).cpu().numpy()
-        rows = [(item["image"].numpy(), restored[k], item["clean"].numpy(), int(item["id"])) for k, item in enumerate(items)]
+        seen = self.transform_input(images.cpu().float()).numpy()  # what the network was given
+        rows = [(seen[k], restored[k], item["clean"].numpy(), int(item["id"])) for k, item in enumerate(items)]
         path = run_dir / f"restore_{self.name}.png"
-        return [restore_png(rows, self.bands, path, f"{self.name}: held-out restorations")]
+        if self.upscale > 1:
+            title = f"{self.name}: held-out {self.upscale}x super-resolution"
+            labels = (f"input (1/{self.upscale} resolution)", f"restored ({self.image_size} px)")
+        else:
+            title, labels = f"{self.name}: held-out restorations", ("input", "restored")
+        return [restore_png(rows, self.bands, path, title, labels)]
 
 
-def restore_png(rows: list, bands: list[str], path: Any, title: str) -> Any:
-    """A grid, one object a row: input, restored, truth (Lupton RGB) and the restored - truth residual."""
+def restore_png(rows: list, bands: list[str], path: Any, title: str, labels: Sequence[str] = ("input", "restored")) -> Any:
+    """A grid, one object a row: input, restored, truth (Lupton RGB) and the restored - truth residual.
+    ``labels`` names the first two columns."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,7 +293,7 @@ def restore_png(rows: list, bands: list[str], path: Any, title: str) -> Any:
             axes[r, c].imshow(panel, origin="lower")
         axes[r, 3].imshow(resid, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
         axes[r, 0].set_ylabel(f"id {obj}", fontsize=8)
-        for c, label in enumerate(["input", "restored", "truth", "residual (all bands)"]):
+        for c, label in enumerate([*labels, "truth", "residual (all bands)"]):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
             if r == 0:

@@ -284,6 +284,8 @@ class SampleGrid(pl.Callback):
         self.written: list[Path] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: "LVMPretrainer") -> None:
+        if not trainer.is_global_zero:
+            return
         if self.every <= 0 or (trainer.current_epoch + 1) % self.every or trainer.sanity_checking:
             return
         path = self.run_dir / "samples" / f"epoch_{trainer.current_epoch + 1:03d}.png"
@@ -346,8 +348,10 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
 
     # a resumed run writes its checkpoints into its own run directory, as intended
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    from galframe import distributed
+
     cfg = to_dict(cfg)
-    run_dir = Path(run_dir or cfg.get("run_dir") or Path.cwd()).resolve()
+    run_dir = Path(distributed.rank_run_dir(run_dir) or run_dir or cfg.get("run_dir") or Path.cwd()).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     settings = pretrain_settings(cfg.get("pretrain"))
@@ -374,8 +378,10 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     ckpt_path = None
     if cfg.get("resume"):
         runs = Path(cfg.get("paths", {}).get("runs", "runs")).resolve()
-        ckpt_path = str(find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="pretrain"))
-        print(f"Resuming from {ckpt_path}")
+        found = find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="pretrain")
+        ckpt_path = str(found) if found else None
+        if ckpt_path:
+            print(f"Resuming from {ckpt_path}")
 
     has_val = len(dm.splits.get("val", [])) > 0 and trainer_cfg.get("limit_val_batches", 1) != 0
     every_steps = settings["checkpoint_every_n_steps"]
@@ -398,15 +404,21 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     if logger:
         cbs.append(LearningRateMonitor(logging_interval="step"))
     cbs += progress_callbacks(progress)
+    # several processes: start the other local ranks (they run this command into the same run directory)
+    distributed.launch(trainer_cfg, "pretrain", run_dir, [f"resume={distributed.quote(ckpt_path) if ckpt_path else 'null'}"])
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,
         callbacks=cbs,
         enable_progress_bar=bool(progress),
         enable_model_summary=bool(progress),
-        **trainer_cfg,
+        **distributed.trainer_kwargs(trainer_cfg),
     )
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    if not trainer.is_global_zero:  # rank 0 alone evaluates and writes weights
+        distributed.finish()
+        return {}
+    model = distributed.whole_model(model, trainer, checkpoint.last_model_path or None)
 
     # held-out evaluation, final pictures and weights
     limit = settings["heldout_max"]
@@ -445,4 +457,5 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
 
         trainer.logger.experiment.summary.update(metrics)
         wandb.finish()
+    distributed.finish()
     return metrics

@@ -32,6 +32,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics import Metric
 
 from galframe.api import Backbone, DataInfo, Features, Task
 from galframe_tasks import mlp_head
@@ -118,29 +119,47 @@ def wrap_pa_diff(d: torch.Tensor) -> torch.Tensor:
     return torch.remainder(d + 90.0, 180.0) - 90.0
 
 
-class RegressMetrics(nn.Module):
-    """Accumulates per-parameter residuals (physical units), sigmas and the normalised NLL."""
+class RegressMetrics(Metric):
+    """Accumulates per-parameter residuals (physical units), sigmas and the normalised NLL.
+
+    A torchmetrics ``Metric``: under distributed training ``compute()`` first gathers every rank's
+    residuals and sums the NLL totals, so the metrics are those of the whole split."""
+
+    full_state_update = False
 
     def __init__(self, params: Sequence[str]) -> None:
         super().__init__()
         self.params = list(params)
-        self.reset()
-
-    def reset(self) -> None:
-        self.diffs: dict[str, list[torch.Tensor]] = {p: [] for p in self.params}
-        self.sigmas: dict[str, list[torch.Tensor]] = {p: [] for p in self.params}
-        self.nll_sum = {p: 0.0 for p in self.params}
-        self.nll_count = {p: 0 for p in self.params}
+        for k in range(len(self.params)):
+            self.add_state(f"diff_{k}", default=[], dist_reduce_fx="cat")
+            self.add_state(f"sigma_{k}", default=[], dist_reduce_fx="cat")
+            # (sum of the NLL, number of valid target dimensions)
+            self.add_state(f"nll_{k}", default=torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, param: str, diff: torch.Tensor, sigma: torch.Tensor, nll_sum: float, nll_count: int) -> None:
-        self.diffs[param].append(diff.detach().float().cpu())
-        self.sigmas[param].append(sigma.detach().float().cpu())
-        self.nll_sum[param] += float(nll_sum)
-        self.nll_count[param] += int(nll_count)
+        k = self.params.index(param)
+        getattr(self, f"diff_{k}").append(diff.detach().float().to(self.device))
+        getattr(self, f"sigma_{k}").append(sigma.detach().float().to(self.device))
+        total = getattr(self, f"nll_{k}")
+        setattr(self, f"nll_{k}", total + torch.tensor([float(nll_sum), float(nll_count)], dtype=total.dtype, device=total.device))
+
+    def compute(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, float, int]]:
+        """param -> (residuals, sigmas, NLL sum, NLL count) over every rank."""
+        from torchmetrics.utilities import dim_zero_cat
+
+        def cat(state: Any) -> torch.Tensor:
+            if isinstance(state, list) and not state:
+                return torch.zeros(0, device=self.device)
+            return dim_zero_cat(state).float()
+
+        out = {}
+        for k, p in enumerate(self.params):
+            nll = getattr(self, f"nll_{k}")
+            out[p] = (cat(getattr(self, f"diff_{k}")), cat(getattr(self, f"sigma_{k}")), float(nll[0]), int(nll[1]))
+        return out
 
     def gathered(self, param: str) -> tuple[torch.Tensor, torch.Tensor]:
-        d = torch.cat(self.diffs[param]) if self.diffs[param] else torch.zeros(0)
-        s = torch.cat(self.sigmas[param]) if self.sigmas[param] else torch.zeros(0)
+        d, s, _, _ = self.compute()[param]
         return d, s
 
 
@@ -318,10 +337,11 @@ class RegressTask(Task):
         result: dict[str, torch.Tensor] = {}
         nlls = []
         nan = torch.tensor(float("nan"))
+        stats = metrics.compute()  # every rank's residuals (synchronised under distributed training)
         for p in self.params:
-            d, s = metrics.gathered(p)
-            if metrics.nll_count[p]:
-                nlls.append(metrics.nll_sum[p] / metrics.nll_count[p])
+            d, s, nll_sum, nll_count = stats[p]
+            if nll_count:
+                nlls.append(nll_sum / nll_count)
             if d.numel() == 0:
                 for key in ("bias", "nmad", "outlier_frac", "coverage68"):
                     result[f"{p}_{key}"] = nan

@@ -39,5 +39,5 @@ fi
 
 "$PY" -m pip install --quiet --no-deps "$TAGGED"/mmcv-$MMCV-*.whl
 # mmcv's runtime requirements (addict, yapf, ...) come with mmengine
-"$PY" -m pip install --quiet "mmengine==0.10.7" "mmdet==3.3.0" "pycocotools" "sep"
+"$PY" -m pip install --quiet "mmengine==0.10.7" "mmdet==3.3.0" "pycocotools==2.0.11" "sep==1.4.1"
 "$PY" -c 'import mmcv.ops, mmdet; print("galframe: mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "ops ok")'

@@ -127,6 +127,9 @@ class Task(nn.Module):
         """Catalog columns for a predicted batch: name -> (B,) array."""
         return {}
 
+    # Optional: ``predict_sources(out) -> list[list[dict]]`` for tasks that find several objects per
+    # image (detection): one list of rows per image; the core writes them to a source catalog.
+
     def write_report(self, pred: Any, dm: Any, run_dir: Any, model: Any = None) -> list:
         """Pictures for people after evaluation: ``pred`` is the held-out split's truth joined with every
         task's columns, ``dm`` the datamodule, ``model`` the trained GalaxyModel (in eval mode).

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any, Mapping, Optional
 
 import pytorch_lightning as pl
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,6 +64,10 @@ class GalaxyModel(pl.LightningModule):
             self.task_weights[task_name] = float(core.get("weight", 1.0))
             if hasattr(self.tasks[task_name], "bind_scaling"):  # tasks comparing with flux targets use the model's scaling
                 self.tasks[task_name].bind_scaling(self.scaling)
+        changers = [n for n, t in self.tasks.items() if getattr(t, "changes_input", False)]
+        if len(changers) > 1:
+            raise ConfigError(f"tasks {changers} each change the network's input; only one task may (e.g. one upscale).")
+        self._input_changers = [self.tasks[n] for n in changers]
         self.decode = any(getattr(t, "needs_decoder", False) for t in self.tasks.values())
         if self.decode and not getattr(self.backbone, "has_decoder", False):
             raise ConfigError(f"A selected task needs a decoder, which backbone '{name}' does not have.")
@@ -144,6 +149,8 @@ class GalaxyModel(pl.LightningModule):
             raise DataError(
                 f"input has shape {tuple(flux.shape)}; this model expects (batch, {len(self.bands)} bands {self.bands}, H, W)."
             )
+        for task in self._input_changers:  # e.g. restore with upscale: the network sees a coarser image
+            flux = task.transform_input(flux)
         features: Features = self.backbone(self.scaling(flux), decode=self.decode)
         return {name: task(features) for name, task in self.tasks.items()}
 
@@ -179,9 +186,9 @@ class GalaxyModel(pl.LightningModule):
         outputs = self(batch["image"])
         total, losses = self._losses(outputs, batch)
         bs = batch["image"].shape[0]
-        self.log(f"{stage}/loss", total, prog_bar=stage == "val", batch_size=bs)
+        self.log(f"{stage}/loss", total, prog_bar=stage == "val", batch_size=bs, sync_dist=True)
         for name, value in losses.items():
-            self.log(f"{stage}/{name}/loss", value, batch_size=bs)
+            self.log(f"{stage}/{name}/loss", value, batch_size=bs, sync_dist=True)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, task in self.tasks.items():
             task.update_metrics(metrics[name], outputs[name], batch)
@@ -208,8 +215,15 @@ class GalaxyModel(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
         outputs = self(batch["image"])
         columns: dict[str, Any] = {"id": batch["id"].cpu().numpy() if torch.is_tensor(batch["id"]) else batch["id"]}
+        sources: list[dict[str, Any]] = []
         for name, task in self.tasks.items():
             columns.update(task.predict_columns(outputs[name]))
+            hook = getattr(task, "predict_sources", None)  # tasks that find several objects per image
+            if hook is not None:
+                for image_id, rows in zip(np.asarray(columns["id"]).tolist(), hook(outputs[name])):
+                    sources += [{"image_id": int(image_id), "task": name, **row} for row in rows]
+        if sources or any(hasattr(t, "predict_sources") for t in self.tasks.values()):
+            columns["sources"] = sources  # a list of rows, not a column: see galframe.report.predict_split
         return columns
 
     # -- optimisation ---------------------------------------------------------

@@ -36,8 +36,11 @@ def print_metrics(metrics: Mapping[str, float], title: str = "Held-out metrics")
     Console().print(metrics_table(metrics, title))
 
 
-def predict_split(model: Any, dm: Any, split: str = "test") -> Any:
-    """Run the model over one split; one row per object, every task's catalog columns plus the truth."""
+def predict_split(model: Any, dm: Any, split: str = "test", sources: Any = None) -> Any:
+    """Run the model over one split; one row per object, every task's catalog columns plus the truth.
+
+    Tasks that find several objects per image (detection) return source rows: pass a list as
+    ``sources`` to collect them (one dict per detected object, with its ``image_id``)."""
     import pandas as pd
     import torch
 
@@ -48,6 +51,9 @@ def predict_split(model: Any, dm: Any, split: str = "test") -> Any:
         for batch in loader:
             batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             cols = model.predict_step(batch, 0)
+            found = cols.pop("sources", None)
+            if sources is not None and found:
+                sources.extend(found)
             rows.append(pd.DataFrame({k: np.asarray(v) for k, v in cols.items()}))
     pred = pd.concat(rows, ignore_index=True)
     truth = dm.splits[split].reset_index(drop=True)
@@ -68,13 +74,25 @@ def rgb(flux: np.ndarray, bands: list[str]) -> np.ndarray:
 
 
 def write_reports(model: Any, dm: Any, metrics: Mapping[str, float], run_dir: Path, trainer: Any = None) -> list[Path]:
-    """Print the metrics table and write predictions.parquet plus each task's PNGs into ``run_dir``."""
+    """Print the metrics table and write predictions.parquet plus each task's PNGs into ``run_dir``.
+
+    Under distributed training only global rank 0 writes (the others return ``[]``)."""
+    from galframe.distributed import is_rank_zero
+
+    if not is_rank_zero():
+        return []
     print_metrics(metrics)
     written: list[Path] = []
-    pred = predict_split(model, dm, "test")
+    sources: list[dict] = []
+    pred = predict_split(model, dm, "test", sources)
     out = run_dir / "predictions_test.parquet"
     pred.to_parquet(out)
     written.append(out)
+    if sources:
+        import pandas as pd
+
+        written.append(run_dir / "sources_test.parquet")
+        pd.DataFrame(sources).to_parquet(written[-1])
     for name, task in model.tasks.items():
         hook = getattr(task, "write_report", None)
         if hook is not None:

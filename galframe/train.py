@@ -35,9 +35,13 @@ def model_config(cfg: dict, info: Any) -> dict:
     }
 
 
-def find_resume_checkpoint(spec: str, runs_root: Path, current: Optional[Path] = None, job: str = "") -> Path:
+def find_resume_checkpoint(spec: str, runs_root: Path, current: Optional[Path] = None, job: str = "") -> Optional[Path]:
     """``last``: the newest ``checkpoints/last.ckpt`` of an earlier ``job`` run (``<runs>/<job>*/...``);
-    else a run directory or a checkpoint file."""
+    ``auto``: the ``current`` run directory's own ``checkpoints/last.ckpt`` if it has one, else None (a job
+    requeued by SLURM continues where it stopped; a new one starts); else a run directory or a checkpoint file."""
+    if spec == "auto":
+        own = Path(current) / "checkpoints" / "last.ckpt" if current is not None else None
+        return own if own is not None and own.is_file() else None
     if spec == "last":
         candidates = [
             p
@@ -103,13 +107,14 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from galframe import distributed
     from galframe.data.datamodule import GalaxyDataModule
     from galframe.model import GalaxyModel
     from galframe.report import write_reports
 
     _quiet_known_warnings()
     cfg = to_dict(cfg)
-    run_dir = Path(run_dir or cfg.get("run_dir") or Path.cwd()).resolve()
+    run_dir = Path(distributed.rank_run_dir(run_dir) or cfg.get("run_dir") or Path.cwd()).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
 
@@ -121,7 +126,9 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
     ckpt_path = None
     if cfg.get("resume"):
         runs = Path(cfg["paths"]["runs"]).resolve()
-        ckpt_path = str(find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="train"))
+        found = find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="train")
+        ckpt_path = str(found) if found else None  # resume=auto in a new run directory: nothing to resume
+    if ckpt_path:
         print(f"Resuming from {ckpt_path}")
 
     if cfg.get("init") and not ckpt_path:
@@ -137,13 +144,15 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
         save_top_k=1,
     )
     cbs: list[Any] = [checkpoint, *callbacks, *progress_callbacks(progress)]
+    # trainer.devices > 1: start the other local ranks (one run directory; rank 0 writes the outputs)
+    distributed.launch(trainer_cfg, "train", run_dir, [f"resume={distributed.quote(ckpt_path) if ckpt_path else 'null'}"])
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=build_logger(cfg, run_dir),
         callbacks=cbs,
         enable_progress_bar=bool(progress),
         enable_model_summary=bool(progress),
-        **trainer_cfg,
+        **distributed.trainer_kwargs(trainer_cfg),
     )
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     metrics: dict[str, float] = {}
@@ -152,14 +161,17 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
         results = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
         metrics["n_train"] = float(len(dm.splits["train"]))
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        write_reports(model, dm, metrics, run_dir, trainer)
-    if trainer.logger and hasattr(trainer.logger, "experiment") and cfg.get("logger", {}).get("name") == "wandb":
+        if trainer.is_global_zero:  # metrics were reduced over the ranks; one copy of the outputs
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            write_reports(distributed.whole_model(model, trainer, best), dm, metrics, run_dir, trainer)
+    wandb_run = cfg.get("logger", {}).get("name") == "wandb" and trainer.is_global_zero
+    if wandb_run and trainer.logger and hasattr(trainer.logger, "experiment"):
         import wandb
 
         if metrics:
             trainer.logger.experiment.summary.update(metrics)
         wandb.finish()
+    distributed.finish()  # wait for the ranks this process started
     return metrics
 
 
@@ -186,6 +198,9 @@ def init_weights(model: Any, spec: str) -> None:
     except Exception as exc:
         raise ConfigError(f"{file}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
     own = model.state_dict()
+    # task buffers hold what the new data decides (class weights, target normalisation): keep the new run's
+    task_buffers = {f"tasks.{n}" for n, _ in model.tasks.named_buffers()} if hasattr(model, "tasks") else set()
+    state = {k: v for k, v in state.items() if k not in task_buffers}
     clash = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     if clash:
         raise ConfigError(

@@ -26,10 +26,10 @@ def build_model(dataset, *overrides: str):
     """(GalaxyModel, datamodule) for a composition on ``dataset``, as ``galframe train`` builds them."""
     from galframe.data.datamodule import GalaxyDataModule
     from galframe.model import GalaxyModel
-    from galframe.train import model_config, to_dict
+    from galframe.train import _task_requires, model_config, to_dict
 
     cfg = to_dict(compose_train(f"data.path={dataset}", *overrides))
-    dm = GalaxyDataModule(cfg["data"], progress=False)
+    dm = GalaxyDataModule(cfg["data"], requires=_task_requires(cfg), progress=False)
     return GalaxyModel(model_config(cfg, dm.info())), dm
 
 

@@ -31,6 +31,16 @@ def augment_batch(batch: dict[str, Any], cfg: Mapping[str, Any], generator: torc
         if key in batch and torch.is_tensor(batch[key]) and batch[key].dim() == 4:
             batch[key] = _geometric(batch[key], k, flip, shifts)
 
+    if "instances" in batch:
+        # instance masks move with their image; boxes are the tight boxes of the moved masks
+        moved = []
+        for i, inst in enumerate(batch["instances"]):
+            if inst["masks"].shape[0]:
+                masks = _geometric(inst["masks"][None], k[i : i + 1], flip[i : i + 1], shifts[i : i + 1])[0]
+                inst = {**inst, "masks": masks, "boxes": boxes_of(masks).to(inst["boxes"].dtype)}
+            moved.append(inst)
+        batch["instances"] = moved
+
     noise = float(cfg.get("noise", 0) or 0)
     if noise and "noise_sigma" in batch:
         # extra Gaussian noise: the sky noise of each object times a factor drawn in [0, noise]
@@ -54,4 +64,23 @@ def _geometric(x: torch.Tensor, k: torch.Tensor, flip: torch.Tensor, shifts: tor
         if shifts[i].any():
             xi = torch.roll(xi, shifts=(int(shifts[i, 0]), int(shifts[i, 1])), dims=(-2, -1))
         out[i] = xi
+    return out
+
+
+def boxes_of(masks: torch.Tensor) -> torch.Tensor:
+    """Tight (N, 4) x0, y0, x1, y1 boxes (pixel edges) of (N, H, W) masks; zeros for empty masks."""
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, device=masks.device)
+    cols, rows = masks.bool().any(dim=1), masks.bool().any(dim=2)  # (N, W), (N, H)
+    xs = torch.arange(w, device=masks.device)
+    ys = torch.arange(h, device=masks.device)
+    big = torch.tensor(10**9, device=masks.device)
+    x0 = torch.where(cols, xs, big).min(dim=1).values
+    x1 = torch.where(cols, xs, -1).max(dim=1).values + 1
+    y0 = torch.where(rows, ys, big).min(dim=1).values
+    y1 = torch.where(rows, ys, -1).max(dim=1).values + 1
+    empty = ~cols.any(dim=1)
+    out = torch.stack([x0, y0, x1, y1], dim=1).float()
+    out[empty] = 0.0
     return out

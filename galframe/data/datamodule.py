@@ -21,7 +21,9 @@ from galframe.errors import ConfigError, DataError
 
 MANIFEST = "manifest.json"
 CATALOG = "catalog.parquet"
-SPECIAL_KEYS = ("label", "clean", "votes")
+SPECIAL_KEYS = ("label", "clean", "votes", "instances")
+#: batch keys whose per-item values differ in size: collated into lists, not stacked
+LIST_KEYS = ("instances",)
 
 
 def resolve_dataset(cfg: Mapping[str, Any], progress: bool = True) -> Path:
@@ -42,7 +44,11 @@ def resolve_dataset(cfg: Mapping[str, Any], progress: bool = True) -> Path:
 def read_manifest(root: Path) -> dict:
     file = Path(root) / MANIFEST
     if not file.is_file():
-        raise DataError(f"{root}: not a galframe dataset (no {MANIFEST}); was the simulation interrupted?")
+        raise DataError(
+            f"{root}: not a galframe dataset (no {MANIFEST}). Survey files (FITS, HDF5, images, catalogs) are read "
+            "by galframe predict directly; to train on them, convert them first: galframe ingest data=<reader> "
+            f"data.path={root} out=<dir>. (Or was a simulation interrupted?)"
+        )
     try:
         manifest = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
@@ -50,6 +56,42 @@ def read_manifest(root: Path) -> dict:
     if manifest.get("format") != "galframe-dataset":
         raise DataError(f"{file}: not a galframe dataset manifest (format={manifest.get('format')!r}).")
     return manifest
+
+
+def _load_instances(root: Path, ids: set) -> dict[int, dict[str, np.ndarray]]:
+    """``instances.parquet`` (annotated rows only) grouped by image id."""
+    import pandas as pd
+
+    from galframe.data.format import INSTANCES
+
+    file = Path(root) / INSTANCES
+    if not file.is_file():
+        raise DataError(f"{root}: a task needs object instances (boxes, masks) but the dataset has no {INSTANCES}.")
+    try:
+        frame = pd.read_parquet(file)
+    except Exception as exc:
+        raise DataError(f"{file}: cannot read the instances ({type(exc).__name__}: {exc})") from exc
+    missing = {"image_id", "class", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "rle"} - set(frame.columns)
+    if missing:
+        raise DataError(f"{file}: instance table lacks column(s) {sorted(missing)}.")
+    if "annotated" in frame:
+        frame = frame[frame["annotated"].astype(bool)]
+    frame = frame[frame["image_id"].isin(ids)]
+    out: dict[int, dict[str, np.ndarray]] = {}
+    cols = [c for c in ("class", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "rle", "mag_r") if c in frame]
+    for image_id, group in frame.groupby("image_id", sort=False):
+        out[int(image_id)] = {c: group[c].to_numpy() for c in cols}
+    return out
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack what has one size per batch; keep variable-size values (instances) as lists."""
+    from torch.utils.data import default_collate
+
+    lists = {k: [it.pop(k) for it in items] for k in LIST_KEYS if k in items[0]}
+    batch = default_collate(items)
+    batch.update(lists)
+    return batch
 
 
 def vote_columns(schema: Optional[Mapping[str, Any]]) -> list[str]:
@@ -122,6 +164,7 @@ class GalaxyDataset(Dataset):
         }
         self._handles: dict[int, Any] = {}
         self._pid = os.getpid()
+        self._instances = _load_instances(self.root, set(self._ids.tolist())) if "instances" in self.keys else None
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -158,6 +201,8 @@ class GalaxyDataset(Dataset):
                 item["label"] = int(self._label[i])
             elif key == "clean":
                 item["clean"] = torch.from_numpy(np.asarray(h5["clean"][row], dtype=np.float32))
+            elif key == "instances":
+                item["instances"] = self._instances_of(int(self._ids[i]), image.shape[-2:])
             elif key == "votes":
                 if self._votes is None:
                     raise DataError(f"{self.root}: this dataset has no vote counts (needed by a task).")
@@ -165,6 +210,21 @@ class GalaxyDataset(Dataset):
             else:
                 item[key] = torch.tensor(self._columns[key][i])
         return item
+
+    def _instances_of(self, image_id: int, shape: Any) -> dict[str, torch.Tensor]:
+        """Annotated instances of one image: boxes (N, 4) x0 y0 x1 y1, labels (N,), masks (N, H, W) uint8, mag_r (N,)."""
+        from galframe.data.masks import rle_to_mask
+
+        h, w = int(shape[0]), int(shape[1])
+        rows = self._instances.get(image_id)
+        if rows is None or len(rows) == 0:
+            return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                    "masks": torch.zeros(0, h, w, dtype=torch.uint8), "mag_r": torch.zeros(0)}
+        boxes = np.stack([rows["bbox_x"], rows["bbox_y"], rows["bbox_x"] + rows["bbox_w"], rows["bbox_y"] + rows["bbox_h"]], 1)
+        masks = np.stack([rle_to_mask(c, h, w) for c in rows["rle"]]).astype(np.uint8)
+        mag = rows["mag_r"] if "mag_r" in rows else np.full(len(boxes), np.nan)
+        return {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(np.asarray(rows["class"], dtype=np.int64)),
+                "masks": torch.from_numpy(masks), "mag_r": torch.tensor(np.asarray(mag, dtype=np.float32))}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -181,14 +241,79 @@ class EpochSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def indices(self) -> np.ndarray:
+        """The epoch's order as an array (int32 below 2**31 objects: 4 bytes per object per rank)."""
+        order = np.arange(self.n, dtype=np.int32 if self.n < 2**31 else np.int64)
+        if self.shuffle:
+            np.random.default_rng([self.seed, self.epoch]).shuffle(order)  # = Generator.permutation(n)
+        return order
+
     def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.n))
-        rng = np.random.default_rng([self.seed, self.epoch])
-        return iter(rng.permutation(self.n).tolist())
+        return iter(self.indices().tolist())
 
     def __len__(self) -> int:
         return self.n
+
+
+def rank_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, int]]:
+    """One rank's batches of an epoch of ``n`` objects, as (start, stop) positions in the epoch's order
+    (see :class:`EpochBatchSampler`)."""
+    b, w = int(batch_size), int(world_size)
+    g = b * w
+    steps, rest = divmod(int(n), g)
+    if 0 < rest < w and steps:  # fewer objects left than ranks: they join the previous step
+        steps, rest = steps - 1, rest + g
+    batches = [(t * g + rank * b, t * g + (rank + 1) * b) for t in range(steps)]
+    if rest:
+        base, extra = divmod(rest, w)  # shares differ by one object at most
+        start = steps * g + rank * base + min(rank, extra)
+        size = base + (rank < extra)
+        if size:
+            batches.append((start, start + size))
+    return batches
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """The batches one rank (of ``world_size``) trains on in an epoch; order depends only on (seed, epoch).
+
+    The epoch's order is :class:`EpochSampler`'s (a permutation seeded by seed and epoch, or the identity),
+    the same on every rank.  It is cut into steps of ``world_size * batch_size`` objects and rank ``r``
+    takes the ``r``-th ``batch_size`` of each, so one step of all ranks is one step of a single process
+    with ``world_size`` times the batch.  Nothing is padded or dropped: the ranks' batches are disjoint
+    and cover the epoch exactly once.  A last, smaller step is shared as evenly as possible (shares
+    differ by one object); if fewer objects than ranks remain, they join the step before (some ranks
+    then take ``batch_size + 1``).  Every rank thus runs the same number of steps, as DDP needs
+    (``even``; an epoch with fewer objects than ranks is then an error).  With one process the batches
+    are those of ``DataLoader(batch_size, sampler=EpochSampler(...), drop_last=False)``.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+        even: bool = True,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside 0..{world_size - 1}.")
+        if int(batch_size) < 1:
+            raise ConfigError(f"data.batch_size={batch_size}: it must be at least 1.")
+        if even and 0 < n < world_size:
+            raise DataError(f"{n} object(s) cannot be shared among {world_size} ranks: each rank needs at least one.")
+        self.sampler = EpochSampler(n, seed, shuffle)  # Lightning calls batch_sampler.sampler.set_epoch
+        self.n, self.batch_size, self.rank, self.world_size = int(n), int(batch_size), int(rank), int(world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.sampler.indices()
+        for start, stop in rank_batches(self.n, self.batch_size, self.rank, self.world_size):
+            yield order[start:stop].tolist()
+
+    def __len__(self) -> int:
+        return len(rank_batches(self.n, self.batch_size, self.rank, self.world_size))
 
 
 class GalaxyDataModule(pl.LightningDataModule):
@@ -327,26 +452,42 @@ class GalaxyDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         self.prepare()
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """One split's loader for rank ``rank`` of ``world_size`` (the whole split by default).
+
+        Every split is shared among ranks by :class:`EpochBatchSampler` (each object once per epoch, the same
+        number of batches on every rank, so no rank waits in a collective for another); only training is
+        shuffled.  ``data.batch_size`` is per rank.  DataLoader workers each load whole batches, so they too
+        see disjoint objects."""
         ds = self.dataset(split)
         workers = int(self.cfg.get("num_workers", 0) or 0)
+        batches = EpochBatchSampler(
+            len(ds), int(self.cfg.get("batch_size", 64)), int(self.cfg.get("seed", 0)), shuffle=train,
+            rank=rank, world_size=world_size,
+        )
         return DataLoader(
             ds,
-            batch_size=int(self.cfg.get("batch_size", 64)),
-            sampler=EpochSampler(len(ds), int(self.cfg.get("seed", 0)), shuffle=train),
+            batch_sampler=batches,
+            collate_fn=collate,
             num_workers=workers,
             persistent_workers=workers > 0,
-            drop_last=False,
         )
 
+    def _rank(self) -> tuple[int, int]:
+        """(global rank, world size) of the Trainer this module serves; (0, 1) outside one."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        return self._loader("train", True, *self._rank())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
+        return self._loader("val", False, *self._rank())
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+        return self._loader("test", False, *self._rank())
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+        return self._loader("test", False, *self._rank())

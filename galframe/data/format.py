@@ -30,6 +30,8 @@ FORMAT = "galframe-dataset"
 VERSION = 1
 MANIFEST = "manifest.json"
 CATALOG = "catalog.parquet"
+#: per-object truth of multi-object images (detection fields): one row per instance, keyed by image_id
+INSTANCES = "instances.parquet"
 SHARD_PATTERN = "shard-{:05d}.h5"
 #: catalog columns the writer owns; rows passed to ``add`` must not contain them
 RESERVED_COLUMNS = ("id", "shard", "index")
@@ -98,6 +100,19 @@ def _check_target(out_dir: Path) -> None:
             )
 
 
+def _instance_row(image_id: int, j: int, inst: Mapping[str, Any]) -> dict[str, Any]:
+    """One instance: ``class``, ``bbox`` [x, y, w, h] (pixels), ``rle`` (COCO counts, see galframe.data.masks), extras."""
+    row = {"image_id": image_id, "instance": j}
+    for key, value in inst.items():
+        if key == "bbox":
+            row.update(bbox_x=float(value[0]), bbox_y=float(value[1]), bbox_w=float(value[2]), bbox_h=float(value[3]))
+        elif key == "rle":
+            row["rle"] = np.asarray(value, dtype=np.int32)
+        else:
+            row[key] = value
+    return row
+
+
 class DatasetWriter:
     """Write a galframe dataset directory, batch by batch.
 
@@ -152,6 +167,7 @@ class DatasetWriter:
         self.n = 0
         self.shards: list[dict[str, Any]] = []
         self._rows: list[dict[str, Any]] = []
+        self._instances: list[dict[str, Any]] = []
         self._h5: Any = None
         self._shard_n = 0
         self._done = False
@@ -235,6 +251,8 @@ class DatasetWriter:
             for k in range(take):
                 row = {"id": int(ids[k]), "shard": shard, "index": lo + k}
                 row.update(rows[start + k])
+                for j, inst in enumerate(row.pop("instances", None) or []):
+                    self._instances.append(_instance_row(int(ids[k]), j, inst))
                 self._rows.append(row)
             self._shard_n = hi
             self.n += take
@@ -266,6 +284,7 @@ class DatasetWriter:
             "n": self.n,
             "shards": [dict(s) for s in self.shards],
             "has_clean": bool(self.has_clean),
+            "has_instances": bool(self._instances),
             **({"votes": self.votes} if self.votes else {}),
             "config": self.config,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -284,6 +303,10 @@ class DatasetWriter:
             if self.n == 0:
                 raise DataError(f"{self.out_dir}: no objects were written; refusing to create an empty dataset.")
             self._catalog().to_parquet(self.tmp_dir / CATALOG, index=False)
+            if self._instances:
+                import pandas as pd
+
+                pd.DataFrame(self._instances).to_parquet(self.tmp_dir / INSTANCES, index=False)
             text = json.dumps(self.manifest(), indent=2, allow_nan=False)
             with open(self.tmp_dir / MANIFEST, "w") as fh:
                 fh.write(text + "\n")

@@ -99,6 +99,8 @@ def zoo_entries() -> dict[str, dict]:
     user_dir = zoo_dir()
     for index, root in ((PACKAGE_ZOO, user_dir), (user_dir / "index.json", user_dir)):
         for entry in read_index(index):
+            if entry.get("kind", "backbone") != "backbone":  # whole trained models (galframe.predict.register_model)
+                continue
             found[str(entry["name"])] = {**entry, "_root": str(root), "_index": str(index)}
     return found
 

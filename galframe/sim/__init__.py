@@ -20,7 +20,7 @@ from galframe.errors import ConfigError, did_you_mean
 
 #: bump when the generator's output changes for the same config (invalidates cached datasets)
 SIM_VERSION = 2
-GENERATORS = ("desi",)
+GENERATORS = ("desi", "fields", "galaxy10")
 
 __all__ = ["SIM_VERSION", "simulate", "cached_dataset", "cache_key", "resolve_config"]
 
@@ -42,11 +42,13 @@ def _plain(cfg: Any) -> Any:
 
 
 def _generator(name: str) -> Any:
+    """The generator module ``galframe.sim.<name>``: it provides ``resolve(sim, bands)`` and
+    ``simulate_range(cfg, start, stop) -> (start, images, clean, rows)``."""
     if name not in GENERATORS:
         raise ConfigError(f"Unknown simulation generator '{name}' (sim.generator).{did_you_mean(name, GENERATORS)}")
-    from galframe.sim import desi
+    import importlib
 
-    return desi
+    return importlib.import_module(f"galframe.sim.{name}")
 
 
 def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,10 +121,8 @@ def _worker_init(cfg: dict) -> None:
 
 
 def _worker_run(bounds: tuple[int, int]) -> Any:
-    from galframe.sim import desi
-
     assert _WORK_CFG is not None
-    return desi.simulate_range(_WORK_CFG, *bounds)
+    return _generator(str(_WORK_CFG["sim"].get("generator", "desi"))).simulate_range(_WORK_CFG, *bounds)
 
 
 def _chunks(n: int, workers: int) -> list[tuple[int, int]]:
@@ -192,6 +192,8 @@ def simulate(
         classes=spec["classes"],
         config=config,
         shard_size=int(spec.get("shard_size") or 2048),
+        # a generator that simulates volunteer votes describes them (Galaxy Zoo style schema)
+        votes=getattr(_generator(str(spec.get("generator", "desi"))), "vote_schema", lambda spec: None)(spec),
     )
     columns = (
         TextColumn("[bold]{task.description}"),

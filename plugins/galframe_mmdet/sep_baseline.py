@@ -20,15 +20,18 @@ def sep_detect(
     deblend_nthresh: int = 32,
     deblend_cont: float = 0.005,
 ) -> dict[str, np.ndarray]:
-    """SEP on a (bands, H, W) flux image; returns boxes (N, 4) x0 y0 x1 y1 (pixel edges), scores (the
+    """SEP on a (bands, H, W) flux image (sky-subtracted when ``sigma`` is given, else SEP's background is
+    subtracted and its rms used); returns boxes (N, 4) x0 y0 x1 y1 (pixel edges), scores (the
     detection SNR, for ranking), labels (all 0) and masks (N, H, W) from the segmentation map."""
     import sep
 
     img = np.asarray(image, dtype=np.float64)
     if img.ndim == 2:
         img = img[None]
-    if sigma is None:
-        sigma = [float(sep.Background(np.ascontiguousarray(b)).globalrms) for b in img]
+    if sigma is None:  # an image of unknown noise (real data): subtract SEP's background map per band
+        backs = [sep.Background(np.ascontiguousarray(b)) for b in img]
+        img = np.stack([b - bk.back() for b, bk in zip(img, backs)])
+        sigma = [float(bk.globalrms) for bk in backs]
     sig = np.asarray(sigma, dtype=np.float64).reshape(-1, 1, 1)
     det = np.ascontiguousarray((img / sig).sum(axis=0) / np.sqrt(len(img)))  # unit noise per pixel
     objects, segmap = sep.extract(

@@ -25,18 +25,7 @@ from galframe.readers.image import RGBConversion
 from galframe.readers.units import flux_factor
 
 ID_COLUMNS = ("id", "objid", "inds", "targetid", "iauname")
-GALAXY10_CLASSES = (
-    "disturbed",
-    "merging",
-    "round_smooth",
-    "in_between_round_smooth",
-    "cigar_shaped_smooth",
-    "barred_spiral",
-    "unbarred_tight_spiral",
-    "unbarred_loose_spiral",
-    "edge_on_without_bulge",
-    "edge_on_with_bulge",
-)
+from galframe.sim.votes import GALAXY10 as GALAXY10_CLASSES  # noqa: E402  (Galaxy10 DECaLS label order)
 
 
 def _open_h5(path: str) -> Any:

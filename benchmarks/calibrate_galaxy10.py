@@ -1,0 +1,161 @@
+"""Difficulty calibration of data=sim_galaxy10: ResNet18 from scratch, labels vs macro AUC.
+
+For each label budget, trains ``backbone=resnet18`` (random initialisation) on that many
+majority-vote labels of the training split (``data.n_labeled``) and measures the macro one-vs-rest
+AUC on the held-out test split, against held-out majority-vote labels (``test/classify/auroc``),
+with the same code path as ``galframe train``.  The default benchmark set is calibrated so that
+macro AUC 0.9 needs at least 2,000 labels.
+
+    python benchmarks/calibrate_galaxy10.py                          # budgets 100 300 1000 2000 4000 8000
+    python benchmarks/calibrate_galaxy10.py --budgets 500 2000 --tag quick data.sim.contrast_floor=0.04
+
+Training length: ``max(--min-epochs, ceil(--min-steps / steps per epoch))`` epochs (validation about
+eight times per run; the best validation checkpoint is tested), so small budgets still get a few
+hundred optimiser steps.
+
+Writes ``benchmarks/results/calibrate_galaxy10[_<tag>].json`` and ``.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def compose(overrides: Sequence[str]) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from galframe.cli import normalise_overrides
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("galframe.conf", version_base="1.3"):
+        cfg = hydra_compose("train", overrides=normalise_overrides(list(overrides)))
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def epochs_for(budget: int, batch: int, min_steps: int, min_epochs: int) -> int:
+    per_epoch = max(1, math.ceil(budget / batch))
+    return max(min_epochs, math.ceil(min_steps / per_epoch))
+
+
+def crossing(budgets: Sequence[int], aucs: Sequence[float], level: float = 0.9) -> Optional[float]:
+    """Labels at which the curve first reaches ``level`` (interpolated in log labels); None if never."""
+    pts = sorted(zip(budgets, aucs))
+    if pts and pts[0][1] >= level:
+        return float(pts[0][0])
+    for (n0, a0), (n1, a1) in zip(pts, pts[1:]):
+        if a0 < level <= a1:
+            t = (level - a0) / (a1 - a0)
+            return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))))
+    return None
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    runs = sorted(runs, key=lambda r: r["budget"])
+    ax.plot([r["budget"] for r in runs], [r["auroc"] for r in runs], "o-", label="ResNet18 from scratch")
+    ax.axhline(0.9, color="gray", ls="--", lw=1)
+    ax.axvline(2000, color="gray", ls=":", lw=1)
+    ax.set(xscale="log", xlabel="majority-vote labels", ylabel="macro AUC (held-out majority-vote labels)",
+           title=f"sim_galaxy10 ({result['data']['n']:,} objects)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[100, 300, 1000, 2000, 4000, 8000])
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the label subset follows data.seed)")
+    parser.add_argument("--min-steps", type=int, default=400)
+    parser.add_argument("--min-epochs", type=int, default=15)
+    parser.add_argument("--workers", type=int, default=None, help="simulation processes")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--val-every", type=int, default=None, help="validate every this many epochs (default: about 8 times per run)")
+    parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--runs", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "galframe-calibrate-galaxy10")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides (data.*, optimizer.*, ...)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from galframe.sim import cached_dataset
+    from galframe.train import run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    base = ["backbone=resnet18", "data=sim_galaxy10", "logger=none", "trainer=cpu", "trainer.progress_bar=false", f"seed={args.seed}"]
+    cfg0 = compose([*base, *args.overrides])
+    start = time.perf_counter()
+    root = cached_dataset(cfg0["data"], workers=args.workers)
+    sim_s = time.perf_counter() - start
+    print(f"dataset {root} ({sim_s:.0f} s)", flush=True)
+
+    runs = []
+    for budget in args.budgets:
+        epochs = epochs_for(budget, int(cfg0["data"]["batch_size"]), args.min_steps, args.min_epochs)
+        overrides = [*base, f"data.path={root}", f"data.n_labeled={budget}", f"trainer.max_epochs={epochs}",
+                     f"trainer.check_val_every_n_epoch={args.val_every or max(1, epochs // 8)}", *args.overrides]
+        cfg = compose(overrides)
+        run_dir = args.runs / f"{args.tag or 'default'}-n{budget}"
+        t0 = time.perf_counter()
+        metrics = run(cfg, run_dir=run_dir)
+        seconds = time.perf_counter() - t0
+        row = {
+            "budget": budget,
+            "epochs": epochs,
+            "auroc": metrics.get("test/classify/auroc"),
+            "accuracy": metrics.get("test/classify/accuracy"),
+            "balanced_accuracy": metrics.get("test/classify/balanced_accuracy"),
+            "seconds": round(seconds, 1),
+            "metrics": metrics,
+        }
+        runs.append(row)
+        print(f"labels {budget:>6}: macro AUC {row['auroc']:.4f}  accuracy {row['accuracy']:.3f}  "
+              f"({epochs} epochs, {seconds:.0f} s)", flush=True)
+
+    import pandas as pd
+
+    cat = pd.read_parquet(root / "catalog.parquet")
+    manifest = json.loads((root / "manifest.json").read_text())
+    result = {
+        "what": "ResNet18 from scratch: majority-vote labels vs macro one-vs-rest AUC on held-out majority-vote labels",
+        "device": f"CPU ({os.cpu_count()} cores, shared), torch threads {__import__('torch').get_num_threads()}, {platform.processor() or platform.machine()}",
+        "data": {"path": str(root), "n": int(len(cat)), "config": manifest.get("config"),
+                 "class_counts": {c: int((cat["class"] == k).sum()) for k, c in enumerate(manifest["classes"])},
+                 "vote_class_equals_true_class": float((cat["class"] == cat["true_class"]).mean())},
+        "overrides": list(args.overrides),
+        "simulation_seconds": round(sim_s, 1),
+        "runs": runs,
+        "labels_for_auc_0.9": crossing([r["budget"] for r in runs], [r["auroc"] for r in runs]),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "calibrate_galaxy10" + (f"_{args.tag}" if args.tag else "")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
+    plot(result, RESULTS / f"{stem}.png")
+    print(f"labels for macro AUC 0.9: {result['labels_for_auc_0.9']}; wrote {RESULTS / stem}.json/.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -42,6 +42,10 @@ def test_n_labeled_is_a_seeded_subset_of_the_training_split(tiny_dataset) -> Non
     assert sum(info.stats["class_counts"]) == 25
     # validation and test splits do not change with the label budget
     assert set(few.splits["test"]["id"]) == set(_dm(tiny_dataset).splits["test"]["id"])
+    # another label draw: a different subset of the same training split, the same held-out splits
+    other = _dm(tiny_dataset, "data.n_labeled=25", "data.label_seed=7")
+    assert set(other.splits["train"]["id"]) != chosen and set(other.splits["train"]["id"]) <= full
+    assert set(other.splits["test"]["id"]) == set(few.splits["test"]["id"])
 
 
 def test_items_carry_flux_labels_clean_and_noise(tiny_dataset) -> None:

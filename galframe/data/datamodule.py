@@ -399,7 +399,9 @@ class GalaxyDataModule(pl.LightningDataModule):
                 raise DataError(
                     f"{cat_file}: data.n_labeled={n_labeled} but the training split has only {len(train)} objects."
                 )
-            rng = np.random.default_rng([int(self.cfg.get("seed", 0)), 1, n_labeled])
+            label_seed = self.cfg.get("label_seed")
+            label_seed = int(self.cfg.get("seed", 0) if label_seed is None else label_seed)
+            rng = np.random.default_rng([label_seed, 1, n_labeled])
             splits["train"] = train.iloc[np.sort(rng.choice(len(train), n_labeled, replace=False))]
         labels = self.cfg.get("labels")
         if labels is not None and (len(labels) > 0 if isinstance(labels, Mapping) else bool(labels)):

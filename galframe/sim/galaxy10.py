@@ -49,7 +49,7 @@ CLASSES = GALAXY10
 BANDS = ("g", "r", "z")
 #: bump when this generator's output changes for the same config: it is part of the resolved settings,
 #: hence of the dataset cache key (``galframe.sim.SIM_VERSION`` stays, so other generators' caches stay valid)
-VERSION = 2
+VERSION = 3
 # population indices (Galaxy10 order)
 DISTURBED, MERGING, ROUND, IN_BETWEEN, CIGAR, BARRED, TIGHT, LOOSE, EDGE_NO_BULGE, EDGE_BULGE = range(10)
 
@@ -95,7 +95,7 @@ DEFAULTS: dict[str, Any] = {
     # unrelated objects in the stamp, as in real cutouts: a projected neighbour galaxy (fainter by
     # neighbour_dmag) and a star (r relative to the galaxy: star_dmag); volunteers take a close,
     # bright neighbour for a merger with probability `confusion` (times its visibility)
-    "contaminants": {"neighbour": 0.25, "neighbour_dmag": [0.3, 3.0], "star": 0.15, "star_dmag": [-1.0, 4.0], "confusion": 0.4},
+    "contaminants": {"neighbour": 0.25, "neighbour_dmag": [0.3, 3.0], "star": 0.15, "star_dmag": [-1.0, 4.0], "confusion": 0.15},
     # perceptual contrast floor: volunteers cannot see structure fainter than this fraction of the
     # local light, whatever the S/N (added in quadrature to the sky noise when measuring visibility)
     "contrast_floor": 0.05,

@@ -216,12 +216,12 @@ def simulate_votes(rng: np.random.Generator, seen: Mapping[str, Any], cfg: Mappi
     a10 = np.zeros(n, dtype=np.int64)
     a10 = np.where(tidal & (dist_v > 0.06), np.where(dist_v > 0.18, 2, 1), a10)
     a10 = np.where(comp, np.where(ratio_v > 0.2, 3, 2), a10)
-    # a projected neighbour close enough to pass for a partner fools some of those who notice it
+    # a bright projected neighbour close enough to pass for a partner fools some of those who notice it
     if float(seen.get("neighbour_confusion", 0.0)) > 0:
         fooled = _seen(rng, float(seen["snr_neighbour"]), float(half["companion"]), sens, steep)
         fooled &= rng.random(n) < float(seen["neighbour_confusion"])
         ratio_nb = float(seen["neighbour_ratio"]) * np.exp(rng.normal(0.0, 0.3, size=n))
-        a10 = np.where(fooled & (a10 == 0), np.where(ratio_nb > 0.25, 3, 1), a10)
+        a10 = np.where(fooled & (a10 == 0) & (ratio_nb > 0.25), 3, a10)
     a10 = lapsed(a10, 4)
     _count(counts, "merging", ["none", "minor-disturbance", "major-disturbance", "merger"], a10)
     counts["n_volunteers"] = n

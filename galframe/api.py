@@ -127,6 +127,9 @@ class Task(nn.Module):
         """Catalog columns for a predicted batch: name -> (B,) array."""
         return {}
 
+    # Optional: ``calibrate(metrics) -> None``, called with the validation split's metric state before
+    # ``compute_metrics`` at each validation epoch, to set operating points (a detection score
+    # threshold, a temperature) from validation data; keep them in buffers so checkpoints carry them.
     # Optional: ``predict_sources(out) -> list[list[dict]]`` for tasks that find several objects per
     # image (detection): one list of rows per image; the core writes them to a source catalog.
 

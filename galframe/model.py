@@ -196,6 +196,8 @@ class GalaxyModel(pl.LightningModule):
     def _eval_epoch_end(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, task in self.tasks.items():
+            if stage == "val" and hasattr(task, "calibrate"):
+                task.calibrate(metrics[name])  # operating points are set on validation data only
             for key, value in task.compute_metrics(metrics[name]).items():
                 self.log(f"{stage}/{name}/{key}", value, prog_bar=(stage == "val" and key == (task.monitor or ("",))[0]))
             metrics[name].reset()

@@ -154,6 +154,11 @@ def test_matching_and_prf_against_hand_values() -> None:
     assert prf(rec, 0.85)["tp"] == 1  # only scores >= 0.85 count
     c = completeness(rec, [17, 20, 22, 23])
     assert c["count"] == [1, 1, 1] and c["completeness"] == [1.0, 1.0, 0.0]
+    # the operating threshold: F1 is 4/7 up to 0.70, 2/3 from 0.75 to 0.80 (the 0.7 false positive goes),
+    # 0.4 from 0.85 (a true detection goes); the best is the lowest of the best
+    from galframe_mmdet.metrics import best_threshold
+
+    assert best_threshold(rec) == pytest.approx(0.75)
 
 
 def test_coco_ap_is_one_for_perfect_and_lower_for_worse_detections() -> None:
@@ -268,12 +273,22 @@ def test_detect_trains_evaluates_and_writes_a_source_catalog(tiny_fields, tmp_pa
         assert len(sources) == pred["detect_n"].sum()
         assert set(sources["image_id"]) <= set(pred["id"]) and set(sources["class"]) <= {"galaxy", "star"}
         assert ((sources["x0"] >= 0) & (sources["x1"] <= 128) & (sources["x0"] < sources["x1"])).all()
-        assert (sources["score"] >= 0.5).all()
+        assert (sources["score"] >= metrics["test/detect/score_threshold"] - 1e-6).all()
+    # the operating threshold was chosen on validation data and travels in the checkpoint
+    import torch
+
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert float(state["tasks.detect.operating_threshold"]) == pytest.approx(metrics["test/detect/score_threshold"])
+    assert 0.05 <= metrics["test/detect/score_threshold"] <= 0.95
 
 
 def test_detect_config_errors_are_clear(tiny_fields, tiny_dataset) -> None:
     from galframe.errors import ConfigError as CE
 
+    with pytest.raises(CE, match=r"tasks.detect.score_threshold must be a number in \[0, 1\] or 'auto'"):
+        _detect_model(tiny_fields, "backbone=resnet18", "tasks.detect.score_threshold=best")
+    with pytest.raises(CE, match=r"tasks.detect.score_threshold must be a number"):
+        _detect_model(tiny_fields, "backbone=resnet18", "tasks.detect.score_threshold=1.5")
     with pytest.raises(CE, match="tasks.detect.model: mmdet could not build the detector"):
         _detect_model(tiny_fields, "backbone=resnet18", "tasks.detect.model.rpn_head.type=RPNHeed")
     with pytest.raises(DataError, match="has no instances.parquet"):

@@ -108,7 +108,7 @@ class DetectTask(Task):
         backbone: Backbone,
         data: DataInfo,
         model: Mapping[str, Any],
-        score_threshold: float = 0.5,
+        score_threshold: Any = "auto",
         iou_threshold: float = 0.5,
         completeness_bins: Sequence[float] = (16.0, 17.0, 18.0, 19.0, 20.0, 20.5, 21.0, 21.5, 22.0, 22.5),
     ) -> None:
@@ -131,10 +131,28 @@ class DetectTask(Task):
             raise ConfigError(f"tasks.detect.model: mmdet could not build the detector: {type(exc).__name__}: {exc}") from exc
         self.detector.init_weights()
         self.stride0 = int(backbone.feature_strides[0])
-        self.score_threshold = float(score_threshold)
+        # the operating point: a fixed score, or "auto": the score that maximises F1 on the validation
+        # split, chosen at each validation and kept in the checkpoint (so test and predict use it)
+        self.auto_threshold = isinstance(score_threshold, str)
+        if self.auto_threshold and score_threshold.strip().lower() != "auto":
+            raise ConfigError(f"tasks.{name}.score_threshold must be a number in [0, 1] or 'auto' (got {score_threshold!r}).")
+        start = 0.5 if self.auto_threshold else float(score_threshold)
+        if not 0.0 <= start <= 1.0:
+            raise ConfigError(f"tasks.{name}.score_threshold must be a number in [0, 1] or 'auto' (got {score_threshold!r}).")
+        self.register_buffer("operating_threshold", torch.tensor(start, dtype=torch.float32))
         self.iou_threshold = float(iou_threshold)
         self.completeness_bins = [float(b) for b in completeness_bins]
         self.last_completeness: Optional[dict] = None
+
+    @property
+    def score_threshold(self) -> float:
+        """Detections scoring at least this are kept (metrics, catalogs, overlays)."""
+        return float(self.operating_threshold)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        # checkpoints written before the operating threshold was kept load with the configured one
+        state_dict.setdefault(prefix + "operating_threshold", self.operating_threshold.detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- mmdet plumbing ------------------------------------------------------
     def _shape(self, maps: Sequence[torch.Tensor]) -> tuple[int, int]:
@@ -200,6 +218,13 @@ class DetectTask(Task):
                 pred["masks"] = det["masks"]
             metrics.record.add(pred, truth, out["shape"])
 
+    def calibrate(self, metrics: nn.Module) -> None:
+        """Choose the operating score on the validation split (score_threshold: auto)."""
+        from galframe_mmdet.metrics import best_threshold
+
+        if self.auto_threshold and len(metrics.record):
+            self.operating_threshold.fill_(best_threshold(metrics.record, self.iou_threshold))
+
     def compute_metrics(self, metrics: nn.Module) -> dict[str, torch.Tensor]:
         from galframe_mmdet.metrics import coco_eval, completeness, prf
 
@@ -210,7 +235,7 @@ class DetectTask(Task):
         aware = prf(rec, self.score_threshold, self.iou_threshold, class_aware=True)
         result = {
             "precision": agnostic["precision"], "recall": agnostic["recall"], "f1": agnostic["f1"],
-            "f1_class": aware["f1"],
+            "f1_class": aware["f1"], "score_threshold": self.score_threshold,
         }
         box = coco_eval(rec, self.classes, "bbox")
         result.update(ap50=box["ap50"], ap=box["ap"])

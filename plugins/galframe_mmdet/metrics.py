@@ -88,6 +88,12 @@ def prf(record: DetectionRecord, score_threshold: float = 0.5, iou: float = 0.5,
     return {"precision": precision, "recall": recall, "f1": f1, "tp": float(tp), "fp": float(fp), "fn": float(fn)}
 
 
+def best_threshold(record: DetectionRecord, iou: float = 0.5, grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))) -> float:
+    """The score threshold (on a grid) with the highest class-agnostic F1; the lowest one on ties."""
+    f1 = [prf(record, float(t), iou)["f1"] for t in grid]
+    return float(grid[int(np.argmax(f1))])
+
+
 def completeness(record: DetectionRecord, bins: Sequence[float], score_threshold: float = 0.5, iou: float = 0.5) -> dict[str, list]:
     """Fraction of true objects found (class-agnostic) per bin of r magnitude."""
     found, mags = [], []

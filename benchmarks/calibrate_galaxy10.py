@@ -32,6 +32,8 @@ from typing import Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
+from galframe_bench.fewshot import crossing  # noqa: E402 - labels at which a curve reaches a level
+
 
 def compose(overrides: Sequence[str]) -> dict:
     from hydra import compose as hydra_compose
@@ -50,18 +52,6 @@ def compose(overrides: Sequence[str]) -> dict:
 def epochs_for(budget: int, batch: int, min_steps: int, min_epochs: int) -> int:
     per_epoch = max(1, math.ceil(budget / batch))
     return max(min_epochs, math.ceil(min_steps / per_epoch))
-
-
-def crossing(budgets: Sequence[int], aucs: Sequence[float], level: float = 0.9) -> Optional[float]:
-    """Labels at which the curve first reaches ``level`` (interpolated in log labels); None if never."""
-    pts = sorted(zip(budgets, aucs))
-    if pts and pts[0][1] >= level:
-        return float(pts[0][0])
-    for (n0, a0), (n1, a1) in zip(pts, pts[1:]):
-        if a0 < level <= a1:
-            t = (level - a0) / (a1 - a0)
-            return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))))
-    return None
 
 
 def plot(result: dict, path: Path) -> None:

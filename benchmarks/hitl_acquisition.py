@@ -92,7 +92,8 @@ def evaluate(prob: np.ndarray, y: np.ndarray, classes: list[str], rare: list[str
 
 
 def run_strategy(name: str, spec, seed: int, data: dict, args, workdir: Path) -> list[dict]:
-    from galframe_hitl.acquisition import PoolOutputs, build_acquisition
+    from galframe_bench.fewshot import labelled, next_queue
+    from galframe_hitl.acquisition import build_acquisition
     from galframe_hitl.oracle import CatalogOracle, HitlData
     from galframe_hitl.store import LabelStore
 
@@ -105,22 +106,14 @@ def run_strategy(name: str, spec, seed: int, data: dict, args, workdir: Path) ->
     acquisition = build_acquisition(spec)
     first = np.random.default_rng([seed, 0]).choice(len(ids), args.initial, replace=False)  # shared by every strategy
     queue = [{"id": int(ids[i])} for i in first]
-    rows = []
+    rows, predict = [], None
     for r in range(args.rounds + 1):
         if r > 0:
-            labels = store.labels()
-            pool_rows = np.asarray([k for k, i in enumerate(ids) if int(i) not in labels])
-            lab_rows = np.asarray([row_of[i] for i in labels])
-            counts = np.bincount([classes.index(v) for v in labels.values()], minlength=len(classes))
-            pool = PoolOutputs(ids=ids[pool_rows], classes=tuple(classes), probs=predict(x[pool_rows]),
-                               embeddings=x[pool_rows], labeled_embeddings=x[lab_rows], labeled_counts=counts)
-            picks = acquisition.select(pool, args.per_round, np.random.default_rng([seed, r]))
-            queue = [{"id": int(pool.ids[i])} for i in picks]
+            queue = next_queue(store, acquisition, ids, classes, x, predict, args.per_round, np.random.default_rng([seed, r]))
         store.start_round(r, queue, acquisition.describe(), None)
         oracle.ask(store, r, queue)
         labels = store.labels()
-        lab_rows = np.asarray([row_of[i] for i in labels])
-        y_lab = np.asarray([classes.index(v) for v in labels.values()])
+        lab_rows, y_lab = labelled(store, row_of, classes)
         predict = fit_probe(x[lab_rows], y_lab, len(classes))
         metrics = evaluate(predict(x_test), y_test, classes, rare)
         metrics.update(round=r, n_labels=len(labels),

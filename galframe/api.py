@@ -152,3 +152,33 @@ class Command:
     config_name: str
     run: Callable[..., Any]
     help: str = ""
+    #: a config key that a leading bare word sets (``galframe bench fewshot`` -> ``suite=fewshot``)
+    positional: Optional[str] = None
+    #: config keys that may also be written as long options (``--profile small`` -> ``profile=small``)
+    options: tuple = ()
+
+    def translate(self, args: Sequence[str]) -> list[str]:
+        """Turn the command's positional word and long options into Hydra overrides."""
+        out: list[str] = []
+        rest = list(args)
+        if self.positional and rest and "=" not in rest[0] and not rest[0].startswith("-"):
+            out.append(f"{self.positional}={rest.pop(0)}")
+        i = 0
+        while i < len(rest):
+            arg = rest[i]
+            name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+            if name is not None and name.replace("-", "_") in self.options:
+                key = name.replace("-", "_")
+                if "=" in arg:
+                    out.append(f"{key}={arg.split('=', 1)[1]}")
+                elif i + 1 < len(rest):
+                    out.append(f"{key}={rest[i + 1]}")
+                    i += 1
+                else:
+                    from galframe.errors import ConfigError
+
+                    raise ConfigError(f"--{name} needs a value.")
+            else:
+                out.append(arg)
+            i += 1
+        return out

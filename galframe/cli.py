@@ -206,12 +206,17 @@ def _plugin_commands() -> dict:
     return {p.name: p for p in registry.plugins("command") if p.name not in COMMANDS and p.name != "plugins"}
 
 
-def _plugin_command(info) -> tuple[str, Callable]:  # type: ignore[no-untyped-def]
+def _load_command(info):  # type: ignore[no-untyped-def]
     from galframe.api import Command
 
     cmd = info.load()
     if not isinstance(cmd, Command):
         raise ConfigError(f"Plugin command '{info.name}' ({info.value}) is not a galframe.api.Command.")
+    return cmd
+
+
+def _plugin_command(info) -> tuple[str, Callable]:  # type: ignore[no-untyped-def]
+    cmd = _load_command(info)
 
     def task_fn(cfg):  # type: ignore[no-untyped-def]
         from hydra.core.hydra_config import HydraConfig
@@ -292,6 +297,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ConfigError(
                 f"Unknown command '{command}'." + (f" Did you mean '{best}'?" if best else "") + "\n" + usage()
             )
+        if command in extra:
+            rest = _load_command(extra[command]).translate(rest)
         config_name, fn = COMMANDS[command] if command in COMMANDS else _plugin_command(extra[command])
         run_hydra(config_name, _wrap(fn), rest)
         return 0

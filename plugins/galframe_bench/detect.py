@@ -1,0 +1,166 @@
+"""Detection with 1000 training fields: pretrained LVM + Mask R-CNN vs ResNet50 + Mask R-CNN vs SEP.
+
+All three are scored on the same 500 held-out simulated fields (data=sim_fields): precision, recall
+and F1 at IoU 0.5 (class-agnostic, and class-aware for the two detectors), COCO AP / AP50 for boxes
+and masks, and completeness versus r magnitude.  Writes results.json, results.md, completeness.png
+and overlays.png to benchmarks/results/detect_1000/ (or --out).
+
+    galframe bench detect --profile full              # the full comparison (CPU: hours; a GPU: minutes)
+    python benchmarks/detect_1000.py --epochs 1 --n 80 --out /tmp/det   # the same, by hand
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+
+def galframe(*args: str) -> None:
+    cmd = [sys.executable, "-m", "galframe.cli", *args]
+    print("$ galframe " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def ensure_pretrained() -> None:
+    """The LVM weights the experiment names (made once, as `make demo` does)."""
+    galframe("pretrain", "data.n=6000", "trainer.max_epochs=3", "pretrain.zoo_name=lvm_tiny-demo", "pretrain.reuse=true",
+             "logger=none")
+
+
+def train(experiment: str, run_dir: Path, overrides: list[str]) -> dict:
+    if (run_dir / "metrics.json").is_file():
+        print(f"{run_dir}: done already, reusing its metrics")
+    else:
+        start = time.perf_counter()
+        galframe("train", f"experiment={experiment}", f"hydra.run.dir={run_dir}", "logger=csv", *overrides)
+        (run_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["wall_seconds"] = float((run_dir / "wall_seconds.txt").read_text()) if (run_dir / "wall_seconds.txt").is_file() else None
+    comp = run_dir / "completeness_detect.json"
+    metrics["completeness"] = json.loads(comp.read_text()) if comp.is_file() else None
+    return metrics
+
+
+def test_split(overrides: list[str]):
+    from hydra import compose, initialize_config_module
+
+    from galframe.data.datamodule import GalaxyDataModule
+    from galframe.train import to_dict
+
+    with initialize_config_module("galframe.conf", version_base="1.3"):
+        cfg = to_dict(compose("train", overrides=["experiment=detect_1000", *overrides]))
+    dm = GalaxyDataModule(cfg["data"], requires=["instances"])
+    dm.prepare()
+    return dm
+
+
+def load_model(run_dir: Path):
+    from galframe.model import GalaxyModel
+    from galframe.train import checkpoint_file
+
+    model = GalaxyModel.load_from_checkpoint(str(checkpoint_file(str(run_dir))), map_location="cpu")
+    model.eval()
+    return model
+
+
+def overlays(dm, models: dict, sep_options: dict, path: Path, n: int = 4) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from galframe_mmdet.report import draw_field
+    from galframe_mmdet.sep_baseline import sep_detect
+
+    ds = dm.dataset("test")
+    sig_cols = [f"sky_sigma_{b}" for b in ds.bands]
+    cols = ["truth", *models, "SEP"]
+    fig, axes = plt.subplots(n, len(cols), figsize=(3 * len(cols), 3.1 * n), squeeze=False)
+    for r in range(n):
+        item = ds[r]
+        image = item["image"].numpy()
+        truth = {k: v.numpy() for k, v in item["instances"].items()}
+        draw_field(axes[r, 0], image, ds.bands, truth, None, title=f"field {item['id']}: {len(truth['boxes'])} objects")
+        for c, (name, model) in enumerate(models.items(), start=1):
+            with torch.no_grad():
+                det = model(item["image"][None])["detect"]["detections"][0]
+            k = int((det["scores"] >= 0.5).sum())
+            draw_field(axes[r, c], image, ds.bands, truth, det, title=f"{name}: {k} found")
+        sep = sep_detect(image, ds.catalog.iloc[r][sig_cols].to_numpy(float), **sep_options)
+        sep["scores"] = np.ones(len(sep["boxes"]))
+        draw_field(axes[r, -1], image, ds.bands, truth, sep, title=f"SEP: {len(sep['boxes'])} found")
+    fig.suptitle("white dashed: truth; red: galaxy, blue: star (SEP: unclassified)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--n", type=int, default=1600, help="fields simulated (train 62.5%%, val 6.25%%, test 31.25%%)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results" / "detect_1000")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides for both detectors' runs (e.g. trainer=gpu)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = [f"data.n={args.n}"]
+    ensure_pretrained()
+    runs = args.out / "runs"
+    results = {
+        "LVM-tiny + Mask R-CNN": train("detect_1000", runs / "lvm_tiny", [*data, f"trainer.max_epochs={args.epochs}", *args.overrides]),
+        "ResNet50 + Mask R-CNN": train("detect_1000_resnet50", runs / "resnet50", [*data, f"trainer.max_epochs={args.epochs}", *args.overrides]),
+    }
+    from galframe_mmdet.report import completeness_plot
+    from galframe_mmdet.sep_baseline import sep_record, summarise
+
+    dm = test_split(data)
+    sep_options = {"thresh": 1.5, "minarea": 5}
+    start = time.perf_counter()
+    rec = sep_record(dm.dataset("test"), **sep_options)
+    bins = results["LVM-tiny + Mask R-CNN"]["completeness"]["edges"] if results["LVM-tiny + Mask R-CNN"]["completeness"] else [16, 18, 20, 21, 22, 22.5]
+    sep = dict(summarise(rec, ["galaxy", "star"], bins))
+    sep["wall_seconds"] = time.perf_counter() - start
+    n_test = len(dm.splits["test"])
+    n_train = len(dm.splits["train"])
+
+    rows = []
+    for name, m in results.items():
+        rows.append({"method": name, "precision": m["test/detect/precision"], "recall": m["test/detect/recall"],
+                     "f1": m["test/detect/f1"], "f1_class": m.get("test/detect/f1_class"), "ap50": m.get("test/detect/ap50"),
+                     "ap": m.get("test/detect/ap"), "mask_ap": m.get("test/detect/mask_ap"), "wall_seconds": m["wall_seconds"]})
+    rows.append({"method": "SEP (deblended, 1.5 sigma)", "precision": sep["precision"], "recall": sep["recall"], "f1": sep["f1"],
+                 "f1_class": None, "ap50": None, "ap": None, "mask_ap": None, "wall_seconds": sep["wall_seconds"]})
+    report = {"n_train_fields": n_train, "n_test_fields": n_test, "epochs": args.epochs, "machine": os.environ.get("GALFRAME_MACHINE", ""),
+              "rows": rows, "completeness": {**{k: v["completeness"] for k, v in results.items()}, "SEP": sep["completeness"]}}
+    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.3f}" if isinstance(v, float) and v <= 1.0 else f"{v:.0f}"
+
+    lines = [f"Detection on {n_test} held-out simulated fields, trained on {n_train} ({args.epochs} epochs); IoU 0.5.", "",
+             "| method | precision | recall | F1 | F1 (with class) | AP50 | AP | mask AP | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} | {fmt(r['f1_class'])} | "
+                     f"{fmt(r['ap50'])} | {fmt(r['ap'])} | {fmt(r['mask_ap'])} | {fmt(r['wall_seconds'])} |")
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    curves = {k: v for k, v in report["completeness"].items() if v}
+    completeness_plot(curves, args.out / "completeness.png")
+    models = {"LVM-tiny": load_model(runs / "lvm_tiny"), "ResNet50": load_model(runs / "resnet50")}
+    overlays(dm, models, sep_options, args.out / "overlays.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

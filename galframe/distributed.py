@@ -14,9 +14,11 @@ galframe trains on several processes through Lightning's own strategies (``train
   script itself is re-run with the same arguments and ``GALFRAME_RUN_DIR`` names the run directory.
 * **External launchers** (SLURM ``srun``/submitit with ``tasks_per_node=N``, ``torchrun``, LSF):
   nothing is launched; Lightning's cluster environment gives the ranks.
-* **Rank helpers** (:func:`global_rank`, :func:`is_rank_zero`, :func:`gather_objects`, :func:`barrier`)
-  that work before, during and after a Lightning run, and :func:`shard` to split a list (files,
-  shards) among ranks and DataLoader workers.
+* **Rank helpers** (:func:`global_rank`, :func:`is_rank_zero`, :func:`gather_objects`, :func:`barrier`,
+  :func:`on_rank_zero`) that work before, during and after a Lightning run, and :func:`shard` to split a
+  list (files, shards) among ranks and DataLoader workers.
+* **Runs without Lightning** (``galframe predict``): :func:`process_count` and :func:`join` set up the
+  same ranks (galframe's launcher, ``torchrun``, ``srun``, LSF) with a gloo process group of their own.
 """
 from __future__ import annotations
 
@@ -29,11 +31,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 
 ENV_RUN_DIR = "GALFRAME_RUN_DIR"
+ENV_LAUNCHER_PID = "GALFRAME_LAUNCHER_PID"  # in the ranks launch() starts: the process that started them
 #: strategies whose processes Lightning starts by spawning/forking the current one: nothing to launch
 IN_PROCESS_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp_spawn", "spawn", "fork")
 _ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", "OMP_NUM_THREADS")
@@ -81,6 +84,48 @@ def gather_objects(obj: T) -> list[T]:
     return out
 
 
+def on_rank_zero(fn: Callable[[], T]) -> T:
+    """``fn()`` run by rank 0 alone, its result given to every rank (a broadcast; ``fn()`` itself without
+    distributed training).  If ``fn`` raises, every rank raises, so none waits for a result that will not come:
+    rank 0 the exception itself, the others a copy (the same class for galframe's errors) whose attribute
+    ``from_rank_zero`` is True (rank 0 reports it; the others may stay quiet)."""
+    dist = _dist()
+    if dist is None or dist.get_world_size() == 1:
+        return fn()
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", fn())
+        except Exception as exc:
+            dist.broadcast_object_list([("error", _portable_error(exc))], src=0)
+            raise
+        dist.broadcast_object_list(box, src=0)
+        return box[0][1]
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        value.from_rank_zero = True
+        raise value
+    return value
+
+
+def _portable_error(exc: Exception) -> Exception:
+    """A picklable copy of ``exc``: galframe's errors keep their class, anything else becomes a RuntimeError."""
+    import pickle
+
+    from galframe.errors import GalframeError
+
+    if isinstance(exc, GalframeError):
+        try:
+            copy = pickle.loads(pickle.dumps(type(exc)(str(exc))))
+            if isinstance(copy, GalframeError):
+                return copy
+        except Exception:
+            pass
+        return GalframeError(str(exc))
+    return RuntimeError(f"rank 0 failed: {type(exc).__name__}: {exc}")
+
+
 def shard(items: Sequence[T], rank: Optional[int] = None, world: Optional[int] = None, workers: bool = True) -> list[T]:
     """This process's share of ``items`` (e.g. files or shards): every ``world``-th from ``rank``, then, inside a
     DataLoader worker, every ``num_workers``-th of those from the worker's id.  Shares are disjoint and cover
@@ -114,6 +159,16 @@ def local_process_count(trainer_cfg: Mapping[str, Any]) -> int:
 
         return max(torch.cuda.device_count(), 1)
     return max(int(text), 1)
+
+
+def process_count(trainer_cfg: Mapping[str, Any]) -> int:
+    """Processes of the whole run: ``trainer.devices`` (per node) x ``trainer.num_nodes``."""
+    nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
+    if nodes < 1:
+        from galframe.errors import ConfigError
+
+        raise ConfigError(f"trainer.num_nodes must be at least 1 (got {trainer_cfg.get('num_nodes')}).")
+    return local_process_count(trainer_cfg) * nodes
 
 
 def created_externally() -> bool:
@@ -183,8 +238,9 @@ def child_command(command: str, run_dir: Path, extra: Sequence[str] = ()) -> tup
         from galframe.errors import ConfigError
 
         raise ConfigError(
-            "several processes need a command to re-run for the other ranks: run 'galframe train trainer=ddp ...' "
-            "or a script, not the training function inside pytest or a notebook (or use trainer.strategy=ddp_spawn)."
+            f"several processes need a command to re-run for the other ranks: run 'galframe {command} trainer=ddp ...' "
+            f"or a script, not the {command} function inside pytest or a notebook"
+            + (" (or use trainer.strategy=ddp_spawn)." if command in ("train", "pretrain") else ".")
         )
     return head + list(sys.argv[1:]), env
 
@@ -219,7 +275,8 @@ def launch(trainer_cfg: Mapping[str, Any], command: str, run_dir: Path, extra: S
         _STATE.saved_env.setdefault(key, os.environ.get(key))
         os.environ[key] = value
     for local in range(1, n):
-        child_env = {**os.environ, **env, "LOCAL_RANK": str(local), "RANK": str(node * n + local)}
+        child_env = {**os.environ, **env, "LOCAL_RANK": str(local), "RANK": str(node * n + local),
+                     ENV_LAUNCHER_PID: str(os.getpid())}
         _STATE.children.append(subprocess.Popen(argv, env=child_env, cwd=os.getcwd()))
     _STATE.observer = _Observer(_STATE.children)
     _STATE.observer.start()
@@ -263,6 +320,16 @@ def finish(timeout: float = 300.0) -> None:
         raise RuntimeError("; ".join(failed))
 
 
+def abort() -> None:
+    """End the ranks :func:`launch` started now (this rank failed: they would otherwise wait for it) and undo
+    what :func:`finish` undoes, without raising."""
+    _kill_children()
+    try:
+        finish(timeout=10.0)
+    except RuntimeError:
+        pass  # the ranks were killed on purpose
+
+
 def _kill_children() -> None:
     for proc in _STATE.children:
         if proc.poll() is None:
@@ -294,12 +361,113 @@ class _Observer(threading.Thread):
                 return
 
 
+def launcher_alive() -> bool:
+    """False in a rank :func:`launch` started once the process that started it (local rank 0) is gone, e.g.
+    killed: work that meets the other ranks only at its end (``galframe predict``) stops instead of running on
+    for nothing.  True everywhere else."""
+    pid = os.environ.get(ENV_LAUNCHER_PID)
+    if not pid or os.environ.get("LOCAL_RANK", "0") == "0":
+        return True
+    return os.getppid() == int(pid)
+
+
 def rank_run_dir(run_dir: Optional[Path]) -> Optional[Path]:
     """The run directory of this rank: rank 0's (``GALFRAME_RUN_DIR``) in a rank galframe launched."""
     given = os.environ.get(ENV_RUN_DIR)
     if given and "LOCAL_RANK" in os.environ and os.environ.get("LOCAL_RANK") != "0":
         return Path(given)
     return run_dir
+
+
+# -- ranks without Lightning (galframe predict) ------------------------------------------------------------------
+#: how long a rank waits for the others in a collective (e.g. at the end of predict, for the slowest rank)
+WAIT_S = 7 * 24 * 3600.0
+
+
+def cluster_ranks(processes_per_node: int = 1, num_nodes: int = 1) -> dict:
+    """This process's place in the run as its launcher describes it: ``world_size``, ``rank``, ``local_rank``,
+    ``address``, ``port`` and ``launcher`` (SLURM ``srun``, ``torchrun``, LSF, or the environment variables that
+    :func:`launch` or a user set: ``WORLD_SIZE``, ``RANK`` or ``NODE_RANK`` + ``LOCAL_RANK``, ``MASTER_ADDR``,
+    ``MASTER_PORT``; without ``WORLD_SIZE``, a ``NODE_RANK`` means ``processes_per_node x num_nodes``)."""
+    from lightning_fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+    for cls, name in ((SLURMEnvironment, "SLURM"), (TorchElasticEnvironment, "torchrun"), (LSFEnvironment, "LSF")):
+        if cls.detect():
+            env = cls()
+            return {"world_size": int(env.world_size()), "rank": int(env.global_rank()), "local_rank": int(env.local_rank()),
+                    "address": str(env.main_address), "port": int(env.main_port), "launcher": name}
+    local = int(os.environ.get("LOCAL_RANK", 0) or 0)
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)) or 0)
+    rank = int(os.environ["RANK"]) if os.environ.get("RANK") else node * max(int(processes_per_node), 1) + local
+    if os.environ.get("WORLD_SIZE"):
+        world = int(os.environ["WORLD_SIZE"])
+    else:
+        world = max(int(processes_per_node), 1) * max(int(num_nodes), 1) if "NODE_RANK" in os.environ else 1
+    return {"world_size": world, "rank": rank, "local_rank": local,
+            "address": os.environ.get("MASTER_ADDR", "127.0.0.1"), "port": int(os.environ.get("MASTER_PORT", 0) or 0),
+            "launcher": "environment"}
+
+
+def join(trainer_cfg: Mapping[str, Any], command: str, run_dir: Path, backend: str = "gloo",
+         timeout_s: float = WAIT_S) -> dict:
+    """Become one rank of a run of ``process_count(trainer_cfg)`` processes without Lightning: start the other
+    local ranks if nobody else does (:func:`launch`), then join a ``backend`` process group (gloo: CPU
+    collectives, also when the work runs on GPUs).  Returns :func:`cluster_ranks` plus ``joined`` (whether a
+    group was made here: leave it with :func:`leave`).  One process: nothing is started or joined.
+
+    A launcher that started another number of processes than the config asks for is a ConfigError (every
+    process would otherwise do the whole work, or wait for ranks that never come)."""
+    wanted = process_count(trainer_cfg)
+    per_node = local_process_count(trainer_cfg)
+    if wanted > 1 and not created_externally():
+        launch({**dict(trainer_cfg), "strategy": "ddp"}, command, run_dir)  # any strategy: predict is not Lightning's
+    try:
+        return _join(trainer_cfg, wanted, per_node, backend, timeout_s)
+    except BaseException:
+        abort()  # the ranks just started would wait for this one
+        raise
+
+
+def _join(trainer_cfg: Mapping[str, Any], wanted: int, per_node: int, backend: str, timeout_s: float) -> dict:
+    import torch.distributed as dist
+
+    from galframe.errors import ConfigError
+
+    ranks = cluster_ranks(per_node, int(trainer_cfg.get("num_nodes", 1) or 1))
+    if ranks["world_size"] != wanted:
+        started = f"{ranks['launcher']} started {ranks['world_size']} process(es)"
+        raise ConfigError(
+            f"trainer.devices x trainer.num_nodes asks for {wanted} process(es), but {started}: "
+            + ("pass trainer=ddp trainer.devices=<processes per node> (and trainer.num_nodes) to match the launcher."
+               if wanted == 1 else "start as many (srun --ntasks-per-node, torchrun --nproc-per-node) or set "
+               "trainer.devices and trainer.num_nodes to match.")
+        )
+    ranks["joined"] = False
+    if wanted > 1 and not (dist.is_available() and dist.is_initialized()):
+        from datetime import timedelta
+
+        if not ranks["port"]:
+            raise ConfigError("several processes need MASTER_PORT (and MASTER_ADDR) to find each other; set them.")
+        dist.init_process_group(
+            backend, init_method=f"tcp://{ranks['address']}:{ranks['port']}", world_size=ranks["world_size"],
+            rank=ranks["rank"], timeout=timedelta(seconds=float(timeout_s)),
+        )
+        ranks["joined"] = True
+    return ranks
+
+
+def leave(ranks: Mapping[str, Any], failed: bool = False) -> None:
+    """End of a :func:`join`: wait for the local ranks it started (``failed``: end them now), then leave the
+    process group.  Raises ``RuntimeError`` if a started rank failed (not when ``failed``)."""
+    try:
+        if failed:
+            abort()
+        else:
+            finish()  # also leaves a group made for the ranks launch() started
+    finally:
+        dist = _dist()
+        if ranks.get("joined") and dist is not None:
+            dist.destroy_process_group()
 
 
 # -- Trainer settings and rank-0 outputs ---------------------------------------------------------------------

@@ -19,21 +19,32 @@ centres, e.g. a mask centroid) and anything else, gets them written to
 ``<out stem>.detections.parquet`` in the source image's pixels, with RA/Dec where the source has a
 WCS; on tiled sources (``reader.mosaic``, ``reader.image`` with ``tile_size``) the duplicates that tile
 overlaps make are merged by :func:`galframe.readers.tiles.merge_tile_detections`.
+
+Several processes (``trainer=ddp trainer.devices=N``, as in training; docs/distributed.md): galframe
+starts the other local ranks itself (or joins those of ``torchrun``/``srun``) and every rank lists the
+same shards.  Rank 0 opens the parts directory; the shards still to do are dealt out as
+:func:`galframe.distributed.shard` deals them (every N-th to each rank, and with ``num_workers`` every
+k-th of those to each DataLoader worker), so each object is predicted once.  A rank writes its shards'
+parts and logs them in its own ``done.rank<r>.jsonl``; after a barrier rank 0 merges every part in the
+reader's shard order: the catalog and the rejects file are those of one process (same rows, same order).
+A restart, with any number of processes, skips the shards any of them finished.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
-from galframe.errors import ConfigError, DataError, did_you_mean
+from galframe.errors import ConfigError, DataError, GalframeError, did_you_mean
 
 PARTS_VERSION = 1
 BASE_COLUMNS = ("id", "ra", "dec")
@@ -147,12 +158,13 @@ def pick_device(spec: str = "auto") -> str:
 # -- bookkeeping of a (resumable) run -----------------------------------------------------------------------
 class PartsDir:
     """``.<out name>.parts/``: ``run.json`` (what the run is), ``done.jsonl`` (one line per finished
-    shard: key, fingerprint, rows, rejects, detections) and the per-shard Parquet parts."""
+    shard: key, fingerprint, rows, rejects, detections, rank, worker; ``done.rank<r>.jsonl`` for rank r of
+    several processes, so no two processes append to one file) and the per-shard Parquet parts."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, rank: Optional[int] = None) -> None:
         self.out = out
         self.root = out.parent / f".{out.name}.parts"
-        self.done_file = self.root / "done.jsonl"
+        self.done_file = self.root / ("done.jsonl" if rank is None else f"done.rank{int(rank):05d}.jsonl")
 
     def start(self, identity: Mapping[str, Any], overwrite: bool) -> dict[str, dict]:
         """Create or reopen the parts directory; returns the finished shards by key."""
@@ -177,16 +189,18 @@ class PartsDir:
         return {}
 
     def finished(self) -> dict[str, dict]:
+        """The finished shards by key, from every process's log (one process or several, this run or an
+        earlier one of the same identity)."""
         done: dict[str, dict] = {}
-        if not self.done_file.is_file():
-            return done
-        with open(self.done_file) as fh:
-            for line in fh:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                done[entry["key"]] = entry
+        for file in sorted(self.root.glob("done*.jsonl")):
+            with open(file) as fh:
+                for line in fh:
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut by a kill
+                    if isinstance(entry, dict) and "key" in entry:
+                        done[entry["key"]] = entry
         return done
 
     def part(self, key: str, kind: str = "part") -> Path:
@@ -247,6 +261,7 @@ class Predictor:
         identity: Optional[Mapping[str, Any]] = None,
         keep_parts: bool = False,
         log: Callable[[str], None] = print,
+        num_workers: int = 0,
     ) -> None:
         self.model, self.reader, self.core = model, reader, dict(core)
         self.out = Path(str(out)).expanduser().absolute()
@@ -263,6 +278,9 @@ class Predictor:
         self.identity = dict(identity or {})
         self.keep_parts = bool(keep_parts)
         self.log = log
+        self.num_workers = int(num_workers)
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be 0 (read in this process) or more (got {num_workers}).")
         self.bands = list(model.bands)
         self.size = int(model.data_info.image_size)
         self.detect_tasks = {
@@ -340,48 +358,62 @@ class Predictor:
                 frames.append(found)
         return frames
 
-    # -- one shard ---------------------------------------------------------------------------------------
-    def _reject(self, rejects: list, source: str, reason: str, oid: Optional[str], shard: str) -> None:
-        if self.strict:
-            what = f" (object {oid})" if oid and oid not in source else ""
-            raise DataError(f"{source}{what}: {reason}. (strict=true stops at the first bad input; without it, it is "
-                            f"listed in {self.rejects_file.name} and the run goes on.)")
-        rejects.append({"shard": shard, "source": source, "id": oid, "reason": reason})
+    # -- the shards of this process ---------------------------------------------------------------------------
+    def _source(self, light: bool) -> "_ShardSource":
+        return _ShardSource(self.reader, self.bands, self.size, self.core, self.batch_size, self.strict,
+                            self.rejects_file.name, light)
 
-    def _shard(self, shard: Any, parts: PartsDir, advance: Callable[[int, int], None]) -> dict:
+    def _predict_shards(self, todo: Sequence[Any], rank: int, world: int, parts: PartsDir,
+                        advance: Callable[[int, int], None]) -> list[str]:
+        """Predict this rank's share of ``todo`` (every ``world``-th shard from ``rank``; with ``num_workers``,
+        every k-th of those per DataLoader worker) and log each finished shard; returns their keys."""
+        from galframe.distributed import launcher_alive
+        from galframe.distributed import shard as share
+
+        mine = share(todo, rank, world, workers=False)
+        if not mine:
+            return []
+        by_key = {s.key: s for s in mine}
+        workers = min(self.num_workers, len(mine))
+        stream = _shard_stream_class()(self._source(light=workers > 0), list(todo), rank, world)
+        if workers:
+            from torch.utils.data import DataLoader
+
+            events: Any = DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                                     worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
+        else:
+            events = iter(stream)
+        pending: dict[str, tuple[list, list, list]] = {}
+        finished = []
+        for kind, key, payload in events:
+            if kind == "error":
+                raise payload  # strict=true in a worker: the same error as in this process
+            if not launcher_alive():
+                import sys
+
+                print(f"galframe predict: rank {rank}: the process that started it is gone (killed?); stopping. "
+                      "The same command resumes the run.", file=sys.stderr)
+                raise SystemExit(1)
+            frames, rejects, det_frames = pending.setdefault(key, ([], [], []))
+            if kind == "batch":
+                cols, dets = self._infer(payload)
+                frames.append(self._rows(payload, cols))
+                if dets:
+                    det_frames.extend(self._detection_rows(payload, dets))
+                advance(len(payload), 0)
+            elif kind == "reject":
+                rejects.append(payload)
+                advance(1, 1)
+            elif kind == "end":
+                del pending[key]
+                self._finish_shard(by_key[key], frames, rejects, det_frames, parts, rank, payload.get("worker"))
+                finished.append(key)
+        return finished
+
+    def _finish_shard(self, shard: Any, frames: list, rejects: list, det_frames: list, parts: PartsDir,
+                      rank: int, worker: Optional[int]) -> dict:
         import pandas as pd
 
-        from galframe.readers.base import Reject, StampError, conform
-
-        frames, rejects, det_frames = [], [], []
-        batch: list = []
-        seen = 0
-
-        def flush() -> None:
-            if batch:
-                cols, dets = self._infer(batch)
-                frames.append(self._rows(batch, cols))
-                if dets:
-                    det_frames.extend(self._detection_rows(batch, dets))
-                advance(len(batch), 0)
-                batch.clear()
-
-        for item in self.reader.read(shard):
-            seen += 1
-            if isinstance(item, Reject):
-                self._reject(rejects, item.source, item.reason, item.id, shard.key)
-                advance(1, 1)
-                continue
-            try:
-                conformed = conform(item, self.bands, self.size, **self.core)
-            except StampError as exc:
-                self._reject(rejects, str(item.meta.get("source", "")), str(exc), str(item.id), shard.key)
-                advance(1, 1)
-                continue
-            batch.append((item, conformed))
-            if len(batch) >= self.batch_size:
-                flush()
-        flush()
         rows = 0
         if frames:
             frame = pd.concat(frames, ignore_index=True)
@@ -392,14 +424,25 @@ class Predictor:
             det = pd.concat(det_frames, ignore_index=True)
             n_det = len(det)
             _write_table(det, parts.part(shard.key, "det"))
-        entry = {"key": shard.key, "fingerprint": shard.fingerprint, "rows": rows, "rejects": rejects, "detections": n_det}
+        entry = {"key": shard.key, "fingerprint": shard.fingerprint, "rows": rows, "rejects": rejects, "detections": n_det,
+                 "rank": rank, "worker": worker}
         parts.mark_done(entry)
         return entry
 
     # -- the run ---------------------------------------------------------------------------------------
     def run(self) -> dict:
-        if self.out.exists() and not self.overwrite:
-            raise ConfigError(f"{self.out}: exists (a finished catalog); pass overwrite=true to write it again.")
+        """Predict, merge, return a summary.  With several processes (a process group, see
+        :func:`galframe.distributed.join`) every rank calls it: each predicts its share, rank 0 merges, and every
+        rank returns rank 0's summary plus its own ``rank``, ``world_size`` and ``rank_shards``."""
+        from galframe import distributed
+
+        rank, world = distributed.global_rank(), distributed.world_size()
+
+        def check_out() -> None:
+            if self.out.exists() and not self.overwrite:
+                raise ConfigError(f"{self.out}: exists (a finished catalog); pass overwrite=true to write it again.")
+
+        distributed.on_rank_zero(check_out)  # one verdict for all ranks, reported by rank 0
         start_time = time.time()
         self.reader.bind(self.bands, self.size)
         shards = self.reader.shards()
@@ -408,27 +451,56 @@ class Predictor:
             raise DataError(f"{self.reader.describe()}: the reader gave repeated shard keys.")
         identity = {**self.identity, "bands": self.bands, "image_size": self.size, "core": self.core,
                     "columns": self.columns, "n_shards": len(shards)}
-        parts = PartsDir(self.out)
-        done = parts.start(identity, self.overwrite)
+        parts = PartsDir(self.out, rank if world > 1 else None)
+        listing = [[s.key, s.fingerprint] for s in shards]
+
+        def open_parts() -> tuple[list, dict]:
+            """Rank 0 alone creates, checks or clears the parts directory and reads what is done: one view for
+            all ranks (a rank reading the logs itself could see a shard another rank has just finished)."""
+            parts.start(identity, self.overwrite)
+            return listing, {k: e.get("fingerprint") for k, e in parts.finished().items()}
+
+        first, done = distributed.on_rank_zero(open_parts)
+        if first != listing:
+            raise DataError(
+                f"{self.reader.describe()}: rank {rank} finds other shards ({len(listing)}) than rank 0 ({len(first)}) "
+                "or other file versions: every process must see the same inputs (a shared file system)."
+            )
         todo, skipped = [], 0
         for s in shards:
-            entry = done.get(s.key)
-            if entry is not None and entry.get("fingerprint") == s.fingerprint:
+            if s.key in done and done[s.key] == s.fingerprint:
                 skipped += 1
             else:
                 todo.append(s)
-        total = sum(s.n for s in shards)
-        if skipped:
-            self.log(f"Resuming: skipping {skipped} finished shard(s) of {len(shards)} ({parts.root}).")
-        todo_keys = {s.key for s in todo}
-        with _progress(self.progress, total, sum(s.n for s in shards if s.key not in todo_keys)) as advance:
-            for s in todo:
-                done[s.key] = self._shard(s, parts, advance)
-        entries = [done[k] for k in keys]
-        summary = self._merge(parts, shards, entries)
+        if rank == 0:
+            if skipped:
+                self.log(f"Resuming: skipping {skipped} finished shard(s) of {len(shards)} ({parts.root}).")
+            if world > 1:
+                self.log(f"{world} processes share the {len(todo)} shard(s) to do: the i-th goes to rank i mod {world}.")
+        mine = distributed.shard(todo, rank, world, workers=False)
+        if world == 1:
+            total, completed = sum(s.n for s in shards), sum(s.n for s in shards) - sum(s.n for s in todo)
+        else:
+            total, completed = sum(s.n for s in mine), 0  # rank 0's bar shows its own share
+        with _progress(self.progress and rank == 0, total, completed) as advance:
+            predicted = self._predict_shards(todo, rank, world, parts, advance)
+        distributed.barrier()  # every rank has logged its shards
+
+        def merge() -> dict:
+            finished = parts.finished()
+            missing = [s.key for s in shards if (finished.get(s.key) or {}).get("fingerprint") != s.fingerprint]
+            if missing:
+                raise DataError(f"{parts.root}: shard(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+                                "were not finished by any process.")
+            summary = self._merge(parts, shards, [finished[k] for k in keys])
+            if not self.keep_parts:
+                shutil.rmtree(parts.root, ignore_errors=True)
+            return summary
+
+        summary = dict(distributed.on_rank_zero(merge))
         summary.update(shards=len(shards), skipped_shards=skipped, seconds=round(time.time() - start_time, 2))
-        if not self.keep_parts:
-            shutil.rmtree(parts.root, ignore_errors=True)
+        if world > 1:
+            summary.update(rank=rank, world_size=world, rank_shards=predicted)
         return summary
 
     # -- merging ---------------------------------------------------------------------------------------
@@ -496,6 +568,100 @@ class Predictor:
         out = pd.concat(merged, ignore_index=True)
         out.to_parquet(self.detections_file, index=False)
         return len(out)
+
+
+class _ShardSource:
+    """Reads and conforms the objects of shards, without the model: in the predicting process, or (``light``:
+    stamps reduced to their id and catalog metadata, all the predicting process needs of them) in a DataLoader
+    worker.  :meth:`events` yields, for one shard, ``("batch", key, [(stamp, conformed), ...])`` of up to
+    ``batch_size`` objects, ``("reject", key, row)`` and last ``("end", key, {"worker": id})``."""
+
+    def __init__(self, reader: Any, bands: Sequence[str], size: int, core: Mapping[str, Any], batch_size: int,
+                 strict: bool, rejects_name: str, light: bool = False) -> None:
+        self.reader, self.bands, self.size, self.core = reader, list(bands), int(size), dict(core)
+        self.batch_size, self.strict, self.rejects_name, self.light = int(batch_size), bool(strict), rejects_name, light
+
+    def _reject(self, source: str, reason: str, oid: Optional[str], shard: str) -> dict:
+        if self.strict:
+            what = f" (object {oid})" if oid and oid not in source else ""
+            raise DataError(f"{source}{what}: {reason}. (strict=true stops at the first bad input; without it, it is "
+                            f"listed in {self.rejects_name} and the run goes on.)")
+        return {"shard": shard, "source": source, "id": oid, "reason": reason}
+
+    def events(self, shard: Any, worker: Optional[int] = None) -> Iterator[tuple]:
+        from galframe.readers.base import Reject, StampError, conform, scalar_meta
+
+        key, batch = shard.key, []
+        try:
+            for item in self.reader.read(shard):
+                if isinstance(item, Reject):
+                    yield ("reject", key, self._reject(item.source, item.reason, item.id, key))
+                    continue
+                try:
+                    conformed = conform(item, self.bands, self.size, **self.core)
+                except StampError as exc:
+                    yield ("reject", key, self._reject(str(item.meta.get("source", "")), str(exc), str(item.id), key))
+                    continue
+                batch.append((SimpleNamespace(id=item.id, meta=scalar_meta(item.meta)) if self.light else item, conformed))
+                if len(batch) >= self.batch_size:
+                    yield ("batch", key, batch)
+                    batch = []
+        except GalframeError as exc:
+            if worker is None:
+                raise
+            yield ("error", key, exc)  # raised again by the predicting process, as itself
+            return
+        if batch:
+            yield ("batch", key, batch)
+        yield ("end", key, {"worker": worker})
+
+
+def _shard_stream_class() -> type:
+    """:class:`ShardStream`, made on first use (so that importing this module does not import torch)."""
+    return globals().get("ShardStream") or __getattr__("ShardStream")
+
+
+def __getattr__(name: str) -> Any:
+    if name != "ShardStream":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from torch.utils.data import IterableDataset, get_worker_info
+
+    from galframe.distributed import shard as share
+
+    class ShardStream(IterableDataset):
+        """The events of this rank's shards: ``shard(todo, rank, world)``, split again among DataLoader workers
+        (every ``num_workers``-th shard of the rank's share to each): every shard is read by one worker."""
+
+        def __init__(self, source: _ShardSource, todo: list, rank: int, world: int) -> None:
+            self.source, self.todo, self.rank, self.world = source, todo, int(rank), int(world)
+
+        def __iter__(self) -> Iterator[tuple]:
+            info = get_worker_info()
+            for s in share(self.todo, self.rank, self.world, workers=True):
+                yield from self.source.events(s, None if info is None else int(info.id))
+
+    ShardStream.__module__ = __name__  # picklable by name (DataLoader workers started by spawn)
+    ShardStream.__qualname__ = "ShardStream"
+    globals()["ShardStream"] = ShardStream
+    return ShardStream
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _die_with_parent(parent: int, worker_id: int) -> None:
+    """A DataLoader worker ends when its process does, even when that is killed (SIGKILL): otherwise a worker
+    whose queue to the dead process is full waits forever (Linux: PR_SET_PDEATHSIG; elsewhere nothing)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        return
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
 
 
 class _progress:
@@ -629,8 +795,40 @@ def merge_fits(files: Sequence[Path], out: Path, n_rows: int) -> None:
 
 
 # -- the command -----------------------------------------------------------------------------------------
+def rank_device(spec: Any, trainer_cfg: Mapping[str, Any], local_rank: int = 0, world: int = 1) -> str:
+    """The device of one process: ``device`` if it names one (cpu, cuda:1); with ``device=auto`` the trainer's
+    ``accelerator`` (cpu | gpu | auto: gpu if there is one).  With several processes, ``cuda`` is the local
+    rank's GPU (the local rank-th of ``trainer.devices`` when that lists GPU ids)."""
+    import torch
+
+    spec = "auto" if spec in (None, "") else str(spec)
+    accelerator = str(trainer_cfg.get("accelerator", "auto") or "auto").lower()
+    if spec == "auto":
+        if accelerator == "cpu":
+            return "cpu"
+        if accelerator not in ("auto", "gpu", "cuda"):
+            raise ConfigError(f"trainer.accelerator={accelerator}: predict runs on cpu, gpu or auto.")
+        if accelerator == "auto" and not torch.cuda.is_available():
+            return "cpu"
+        spec = "cuda"
+    if spec == "cuda" and world > 1:
+        if not torch.cuda.is_available():
+            raise ConfigError("predict on GPUs (trainer.accelerator=gpu or device=cuda) but torch sees no CUDA device.")
+        devices = trainer_cfg.get("devices")
+        text = str(devices) if not isinstance(devices, (list, tuple)) else ""
+        ids = [int(d) for d in devices] if isinstance(devices, (list, tuple)) else (
+            [int(d) for d in text.split(",") if d.strip()] if "," in text else [])
+        index = ids[local_rank] if local_rank < len(ids) else local_rank % torch.cuda.device_count()
+        return f"cuda:{index}"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={spec}: torch sees no CUDA device (device=cpu or auto).")
+    return spec
+
+
 def run(cfg: Any, run_dir: Any = None) -> dict:
-    """``galframe predict``: composes the model, the reader and the predictor from a config."""
+    """``galframe predict``: composes the model, the reader and the predictor from a config; with
+    ``trainer.devices`` x ``trainer.num_nodes`` > 1, one rank of several (see the module docstring)."""
+    from galframe import distributed
     from galframe.readers import build_reader
     from galframe.train import _quiet_known_warnings, to_dict
 
@@ -638,28 +836,54 @@ def run(cfg: Any, run_dir: Any = None) -> dict:
     cfg = to_dict(cfg)
     if cfg.get("out") in (None, "", "???"):
         raise ConfigError("out is not set: give the catalog to write (out=catalog.parquet or out=catalog.fits).")
-    device = pick_device(cfg.get("device", "auto"))
-    model, ckpt = load_model(cfg.get("ckpt"), device)
-    reader, core = build_reader(cfg["data"])
-    st = ckpt.stat()
-    identity = {"ckpt": str(ckpt.resolve()), "ckpt_stat": [st.st_size, st.st_mtime_ns], "data": cfg["data"]}
-    predictor = Predictor(
-        model, reader, core, cfg["out"],
-        batch_size=int(cfg.get("batch_size", 64)),
-        strict=bool(cfg.get("strict", False)),
-        overwrite=bool(cfg.get("overwrite", False)),
-        progress=bool(cfg.get("progress", True)),
-        columns=cfg.get("columns", "all"),
-        rejects=cfg.get("rejects"),
-        identity=identity,
-        keep_parts=bool(cfg.get("keep_parts", False)),
-    )
-    summary = predictor.run()
-    line = f"Wrote {summary['rows']} rows to {summary['out']}"
-    line += f"; {summary['rejects']} rejected, listed in {summary['rejects_file']}"
-    if summary.get("skipped_shards"):
-        line += f"; {summary['skipped_shards']} shard(s) were already done"
-    if "detections" in summary:
-        line += f"; {summary['detections']} detections in {summary['detections_file']}"
-    print(line + ".")
+    workers = cfg.get("num_workers", 0)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ConfigError(f"num_workers must be a whole number, 0 or more (got {workers!r}).")
+    trainer_cfg = {"accelerator": "auto", "devices": 1, "num_nodes": 1, **dict(cfg.get("trainer") or {})}
+    processes = distributed.process_count(trainer_cfg)
+    if processes > 1:  # the accelerator the ranks will use: on CPUs, launch() shares the cores among them
+        trainer_cfg["accelerator"] = "cpu" if rank_device(cfg.get("device"), {**trainer_cfg, "devices": 1}) == "cpu" else "gpu"
+    ranks = distributed.join(trainer_cfg, "predict", Path(run_dir or Path.cwd()).absolute())
+    rank, failed = int(ranks["rank"]), True
+    try:
+        if ranks["world_size"] > 1:
+            device = rank_device(cfg.get("device"), trainer_cfg, ranks["local_rank"], ranks["world_size"])
+        else:
+            device = pick_device(cfg.get("device", "auto"))
+        model, ckpt = load_model(cfg.get("ckpt"), device)
+        reader, core = build_reader(cfg["data"])
+        st = ckpt.stat()
+        identity = {"ckpt": str(ckpt.resolve()), "ckpt_stat": [st.st_size, st.st_mtime_ns], "data": cfg["data"]}
+        predictor = Predictor(
+            model, reader, core, cfg["out"],
+            batch_size=int(cfg.get("batch_size", 64)),
+            strict=bool(cfg.get("strict", False)),
+            overwrite=bool(cfg.get("overwrite", False)),
+            progress=bool(cfg.get("progress", True)),
+            columns=cfg.get("columns", "all"),
+            rejects=cfg.get("rejects"),
+            identity=identity,
+            keep_parts=bool(cfg.get("keep_parts", False)),
+            num_workers=workers,
+            log=print if rank == 0 else (lambda s: None),
+        )
+        try:
+            summary = predictor.run()
+        except GalframeError as exc:
+            if rank != 0 and getattr(exc, "from_rank_zero", False):
+                raise SystemExit(2) from None  # rank 0 reports it
+            raise
+        failed = False
+    finally:
+        distributed.leave(ranks, failed=failed)
+    if rank == 0:
+        line = f"Wrote {summary['rows']} rows to {summary['out']}"
+        line += f"; {summary['rejects']} rejected, listed in {summary['rejects_file']}"
+        if summary.get("skipped_shards"):
+            line += f"; {summary['skipped_shards']} shard(s) were already done"
+        if "detections" in summary:
+            line += f"; {summary['detections']} detections in {summary['detections_file']}"
+        if summary.get("world_size", 1) > 1:
+            line += f"; {summary['world_size']} processes"
+        print(line + ".")
     return summary

@@ -1,5 +1,6 @@
 """Distributed training: rank-aware batches, DDP on 2 CPU processes (gloo) against one process, one run
-directory per run, metrics reduced over ranks, SLURM/submitit launcher configs and a submitit-local sweep.
+directory per run, metrics reduced over ranks, SLURM/submitit launcher configs and a submitit-local sweep;
+distributed predict: 2 processes (and DataLoader workers) give the single-process catalog.
 
 Run as a module (``python -m tests.test_distributed <out dir> <overrides>``) this file is also the training
 script of the DDP test: galframe's launcher re-runs it for rank 1, so both ranks carry the recording callback.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from galframe.data.datamodule import EpochBatchSampler, EpochSampler, rank_batches
-from galframe.errors import DataError
+from galframe.errors import ConfigError, DataError
 from tests.helpers import ROOT, compose_train, galframe_cli
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.progress_bar=false"]
@@ -235,6 +238,188 @@ def test_submitit_local_launcher_runs_a_two_job_sweep(tiny_dataset, runs_dir) ->
         assert (job / "checkpoints" / "last.ckpt").is_file()
     logs = list((sweeps[0] / ".submitit").rglob("*_log.out"))
     assert len(logs) == 2  # two submitit jobs, each its own process
+
+
+# -- distributed predict ---------------------------------------------------------------------------------------------------
+N_CUTOUTS = 60
+
+
+@pytest.fixture(scope="module")
+def predict_run(tiny_dataset, tmp_path_factory) -> Path:
+    """A run directory of lvm_tiny (classify + regress) trained for two steps: a model to predict with."""
+    from galframe.train import run
+
+    run_dir = tmp_path_factory.mktemp("predict-run")
+    run(compose_train(f"data.path={tiny_dataset}", "backbone=lvm_tiny", "tasks=[classify,regress]", "data.batch_size=16",
+                      *SHORT, "evaluate=false", "logger=none"), run_dir=run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def cutouts(tiny_dataset, tmp_path_factory) -> Path:
+    """N_CUTOUTS FITS cutouts of the tiny dataset (obj00, obj01, ...) and three bad files among them (rejects)."""
+    import h5py
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    root = tmp_path_factory.mktemp("cutouts")
+    with h5py.File(Path(tiny_dataset) / "shard-00000.h5", "r") as h5:
+        images = np.asarray(h5["images"][:N_CUTOUTS], dtype=np.float32)
+    for k, image in enumerate(images):
+        w = WCS(naxis=2)
+        w.wcs.ctype, w.wcs.crval = ["RA---TAN", "DEC--TAN"], [150.0 + k * 0.01, 2.0]
+        w.wcs.crpix, w.wcs.cdelt = [32.5, 32.5], [-0.262 / 3600, 0.262 / 3600]
+        header = w.to_header()
+        header["BANDS"], header["BUNIT"] = "grz", "nanomaggy"
+        fits.PrimaryHDU(image, header).writeto(root / f"obj{k:02d}.fits")
+    data = (root / "obj00.fits").read_bytes()
+    (root / "obj04b.fits").write_bytes(data[: len(data) // 2])  # truncated
+    fits.PrimaryHDU(np.full((3, 64, 64), np.nan, np.float32), fits.Header({"BANDS": "grz"})).writeto(root / "obj11b.fits")
+    (root / "obj23b.fits").write_text("not a FITS file\n")
+    return root
+
+
+@pytest.fixture()
+def one_thread():
+    """torch on one thread in this process, like each of two ranks on two cores (launch() sets it for them)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _compose_predict(*overrides: str):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from galframe.readers import reader_overrides
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("galframe.conf", version_base="1.3"):
+        cfg = compose("predict", overrides=reader_overrides(list(overrides)))
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def _done(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _same_catalog(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    assert list(got.columns) == list(want.columns)
+    assert got["id"].tolist() == want["id"].tolist()  # the same objects, in the single-process order
+    for col in want.columns:
+        if pd.api.types.is_float_dtype(want[col]):
+            np.testing.assert_allclose(got[col].to_numpy(), want[col].to_numpy(), rtol=1e-5, atol=1e-6, err_msg=col)
+        else:
+            assert got[col].tolist() == want[col].tolist(), col
+
+
+def test_distributed_predict_on_two_processes_gives_the_single_process_catalog(predict_run, cutouts, tmp_path, one_thread) -> None:
+    from galframe.predict import run as predict
+
+    common = [f"ckpt={predict_run}", "data=fits", f"data.path={cutouts}", "data.shard_size=1", "batch_size=1", "progress=false"]
+    ref = predict(_compose_predict(*common, f"out={tmp_path / 'ref.parquet'}"))  # one process, no workers
+    want, want_rejects = pd.read_parquet(tmp_path / "ref.parquet"), pd.read_csv(tmp_path / "ref.rejects.csv")
+    n_shards = N_CUTOUTS + 3
+    assert ref["shards"] == n_shards and ref["rows"] == N_CUTOUTS and ref["rejects"] == 3 and "world_size" not in ref
+    assert sorted(want_rejects["id"]) == ["obj04b", "obj11b", "obj23b"]
+
+    # two ranks (gloo on CPU), two DataLoader workers each, from the command line; rank 0 is killed (SIGKILL)
+    out = tmp_path / "cat.parquet"
+    parts = tmp_path / ".cat.parquet.parts"
+    args = [sys.executable, "-m", "galframe.cli", "predict", *common, f"out={out}", "trainer=ddp", "num_workers=2",
+            "keep_parts=true"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+    deadline = time.time() + 300
+
+    def n_done() -> int:
+        return sum(len(f.read_text().splitlines()) for f in parts.glob("done.rank*.jsonl"))
+
+    while time.time() < deadline and proc.poll() is None and n_done() < 6:
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-3000:]}"
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)  # returns once rank 1 (which holds the pipes too) has stopped as well
+    killed = {e["key"] for f in parts.glob("done.rank*.jsonl") for e in _done(f)}
+    assert 6 <= len(killed) < n_shards and not out.exists(), err[-3000:]
+
+    result = galframe_cli(*args[3:])  # the same command resumes
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"Resuming: skipping {len(killed)} finished shard(s) of {n_shards}" in result.stdout
+    assert f"2 processes share the {n_shards - len(killed)} shard(s) to do" in result.stdout
+    assert result.stdout.count(f"Wrote {N_CUTOUTS} rows") == 1  # rank 0 alone reports
+
+    # each rank predicted a disjoint share, every worker its own shards; no shard twice, over both runs
+    per_rank = [_done(parts / f"done.rank{r:05d}.jsonl") for r in (0, 1)]
+    keys = [[e["key"] for e in entries] for entries in per_rank]
+    assert keys[0] and keys[1] and not set(keys[0]) & set(keys[1])
+    assert len(keys[0]) + len(keys[1]) == len(set(keys[0]) | set(keys[1])) == n_shards  # each shard logged once
+    for r, entries in enumerate(per_rank):
+        assert {e["rank"] for e in entries} == {r} and {e["worker"] for e in entries} == {0, 1}
+    ids = [{i for k in ks if (parts / f"part-{k}.parquet").exists() for i in pd.read_parquet(parts / f"part-{k}.parquet")["id"]}
+           for ks in keys]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]  # disjoint objects
+
+    # rank 0 merged everything: the single-process catalog and rejects, row for row
+    _same_catalog(pd.read_parquet(out), want)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cat.rejects.csv"), want_rejects)
+
+
+def test_predict_workers_share_a_process_shards_and_report_strict_errors(predict_run, cutouts, tmp_path, one_thread) -> None:
+    from galframe.predict import Predictor, load_model
+    from galframe.readers import build_reader
+
+    model = load_model(predict_run)[0]
+    data = {"plugin": "fits", "path": str(cutouts), "shard_size": 8}
+    outs = {}
+    for workers in (0, 2):
+        reader, core = build_reader(data)
+        out = tmp_path / f"w{workers}.parquet"
+        Predictor(model, reader, core, out, batch_size=4, progress=False, keep_parts=True, num_workers=workers,
+                  log=lambda s: None).run()
+        outs[workers] = out
+    entries = _done(tmp_path / ".w2.parquet.parts" / "done.jsonl")
+    assert len({e["key"] for e in entries}) == len(entries) == (N_CUTOUTS + 3 + 7) // 8  # each shard once
+    by_worker = {w: [e["key"] for e in entries if e["worker"] == w] for w in (0, 1)}
+    keys = sorted(e["key"] for e in entries)
+    assert by_worker == {w: keys[w::2] for w in (0, 1)}  # every 2nd shard to each worker
+    _same_catalog(pd.read_parquet(outs[2]), pd.read_parquet(outs[0]))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "w2.rejects.csv"), pd.read_csv(tmp_path / "w0.rejects.csv"))
+
+    reader, core = build_reader(data)
+    with pytest.raises(DataError, match=r"obj04b.fits: .*strict=true stops at the first bad input"):
+        Predictor(model, reader, core, tmp_path / "strict.parquet", progress=False, strict=True, num_workers=2,
+                  log=lambda s: None).run()
+    with pytest.raises(ConfigError, match="num_workers must be 0"):
+        Predictor(model, reader, core, tmp_path / "x.parquet", num_workers=-1)
+
+
+def test_predict_processes_must_match_the_launcher(monkeypatch, predict_run, cutouts, tmp_path) -> None:
+    from galframe import distributed
+    from galframe.predict import run as predict
+
+    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    assert distributed.process_count({"devices": 2, "num_nodes": 3}) == 6
+    single = distributed.join({"devices": 1}, "predict", tmp_path)
+    assert single["world_size"] == 1 and not single["joined"]
+    assert distributed.on_rank_zero(lambda: 42) == 42  # one process: the function itself
+    # inside pytest there is no command to re-run for a second rank: the launcher says so
+    common = [f"ckpt={predict_run}", "data=fits", f"data.path={cutouts}", f"out={tmp_path / 'c.parquet'}", "progress=false"]
+    with pytest.raises(ConfigError, match="several processes need a command.*galframe predict trainer=ddp"):
+        predict(_compose_predict(*common, "trainer=ddp"))
+    with pytest.raises(ConfigError, match="num_workers must be a whole number"):
+        predict(_compose_predict(*common, "num_workers=-2"))
+    # a launcher (here torchrun-like variables) that started another number of processes than asked for
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"asks for 1 process\(es\), but environment started 2.*trainer=ddp"):
+        predict(_compose_predict(*common))
+    with pytest.raises(ConfigError, match=r"asks for 3 process\(es\), but environment started 2"):
+        distributed.join({"devices": 3, "accelerator": "cpu"}, "predict", tmp_path)
+    assert not (tmp_path / ".c.parquet.parts").exists() and not (tmp_path / "c.parquet").exists()
 
 
 # -- the training script of the DDP test ----------------------------------------------------------------------------------

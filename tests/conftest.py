@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +53,17 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "runs"
     monkeypatch.setenv("GALFRAME_RUNS", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_fields(cache_dir, tmp_path_factory):
+    """24 simulated 128 x 128 fields with galaxies, stars and blends, written by the real simulator."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from galframe.sim import simulate
+
+    with initialize_config_module("galframe.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["data=sim_fields", "data.n=24", "data.seed=3"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return simulate(data, tmp_path_factory.mktemp("data") / "fields", progress=False, workers=1)

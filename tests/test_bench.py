@@ -101,3 +101,20 @@ def test_throughput_suite_measures_predict_and_the_bare_backbone(tmp_path) -> No
     assert "| resnet18 |" in (out / "throughput" / "throughput.md").read_text()
     assert (out / "throughput" / "throughput.png").stat().st_size > 5_000
     assert "## Throughput" in (out / "report.md").read_text()
+
+
+def test_suites_compose_inside_the_running_bench_command(tiny_fields) -> None:
+    """galframe bench calls the suites inside its own Hydra job: their configs must compose there too."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from galframe_bench.classical import compose as classical_compose
+    from galframe_bench.detect import test_split
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("galframe.conf", version_base="1.3"):
+        dm = test_split([f"data.path={tiny_fields}"])
+        assert len(dm.splits["test"]) > 0 and "instances" in dm.requires
+        assert classical_compose(["data.n=123"])["data"]["n"] == 123
+        assert GlobalHydra.instance().is_initialized()
+    GlobalHydra.instance().clear()

@@ -14,20 +14,6 @@ from galframe.errors import ConfigError, DataError
 from tests.helpers import compose_train
 
 
-@pytest.fixture(scope="session")
-def tiny_fields(cache_dir, tmp_path_factory):
-    """24 simulated 128 x 128 fields with galaxies, stars and blends, written by the real simulator."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    from galframe.sim import simulate
-
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["data=sim_fields", "data.n=24", "data.seed=3"])
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    return simulate(data, tmp_path_factory.mktemp("data") / "fields", progress=False, workers=1)
-
-
 def _fields_dm(path, *overrides):
     from galframe.data.datamodule import GalaxyDataModule
     from galframe.train import to_dict

@@ -58,17 +58,9 @@ RL_ITERS = (2, 5, 10, 20, 40)
 
 
 def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    from galframe_bench.fewshot import compose as compose_train
 
-    from galframe.cli import normalise_overrides
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = hydra_compose("train", overrides=normalise_overrides(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return compose_train(overrides)
 
 
 # -------------------------------------------------------------------------------------------------

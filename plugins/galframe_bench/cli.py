@@ -69,7 +69,7 @@ def run(cfg: Any, run_dir: Any) -> dict:
             from galframe_bench.detect import main as detect
 
             d = p["detect"]
-            detect(["--epochs", str(int(d["epochs"])), "--n", str(int(d["n"])), "--out", str(out / "detect"),
+            detect(["--epochs", str(int(d["epochs"])), "--n", str(int(d["n"])), "--out", str(out / "detect"), "--runs", str(runs / "detect"),
                     *([f"trainer={trainer}"] if trainer != "cpu" else [])])
         elif name in ("restore", "params"):
             from galframe_bench.classical import main as classical

@@ -50,13 +50,10 @@ def train(experiment: str, run_dir: Path, overrides: list[str]) -> dict:
 
 
 def test_split(overrides: list[str]):
-    from hydra import compose, initialize_config_module
-
     from galframe.data.datamodule import GalaxyDataModule
-    from galframe.train import to_dict
+    from galframe_bench.fewshot import compose
 
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = to_dict(compose("train", overrides=["experiment=detect_1000", *overrides]))
+    cfg = compose(["experiment=detect_1000", *overrides])
     dm = GalaxyDataModule(cfg["data"], requires=["instances"])
     dm.prepare()
     return dm
@@ -110,12 +107,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--n", type=int, default=1600, help="fields simulated (train 62.5%%, val 6.25%%, test 31.25%%)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results" / "detect_1000")
+    parser.add_argument("--runs", type=Path, default=None, help="where the training runs go (default <out>/runs)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both detectors' runs (e.g. trainer=gpu)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     data = [f"data.n={args.n}"]
     ensure_pretrained()
-    runs = args.out / "runs"
+    runs = args.runs or args.out / "runs"
     results = {
         "LVM-tiny + Mask R-CNN": train("detect_1000", runs / "lvm_tiny", [*data, f"trainer.max_epochs={args.epochs}", *args.overrides]),
         "ResNet50 + Mask R-CNN": train("detect_1000_resnet50", runs / "resnet50", [*data, f"trainer.max_epochs={args.epochs}", *args.overrides]),

@@ -78,7 +78,7 @@ def test_fewshot_suite_runs_every_method_on_the_same_data(tiny_dataset, tmp_path
         assert r["macro_auc"] == pytest.approx(r["galframe_auroc"], abs=0.02)
     assert len(result["data"]["rare"]) == 3
     # the HITL answers went into real SQLite label stores
-    assert sorted(p.name for p in (out / "fewshot" / "hitl").glob("*.sqlite")) == ["labels-seed0.sqlite", "labels-seed1.sqlite"]
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("hitl/*.sqlite")) == ["labels-seed0.sqlite", "labels-seed1.sqlite"]
     report = (out / "report.md").read_text()
     assert "## Label efficiency (fewshot)" in report and "![fewshot.png](fewshot/fewshot.png)" in report
     assert "| ResNet18 (scratch) |" in report

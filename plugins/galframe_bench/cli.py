@@ -87,10 +87,13 @@ def run(cfg: Any, run_dir: Any) -> dict:
 
 
 def write_report(out: Path, profile: str, machine: str, timings: Mapping[str, float]) -> Path:
-    """report.md: every suite's table and plot found under ``out``, with the wall time of this run's suites."""
+    """report.md: every suite's table and plot found under ``out``, with each suite's latest wall time."""
+    known = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+    timings = {**known, **timings}
     parts = [f"# galframe bench, profile {profile}", "", f"Machine: {machine}. Written {time.strftime('%Y-%m-%d %H:%M')}.", ""]
     if timings:
-        parts += ["| suite | wall time |", "|---|---|", *[f"| {k} | {v / 60:.1f} min |" for k, v in timings.items()], ""]
+        parts += ["| suite | wall time |", "|---|---|", *[f"| {k} | {v / 60:.1f} min |" for k, v in timings.items()],
+                  f"| all | {sum(timings.values()) / 60:.1f} min |", ""]
     sections = [("Label efficiency (fewshot)", "fewshot", ["fewshot.md"], ["fewshot.png"]),
                 ("Detection (detect)", "detect", ["results.md"], ["completeness.png", "overlays.png"]),
                 ("Restoration and parameters against classical methods (restore, params)", "classical", ["classical.md"],
@@ -109,8 +112,7 @@ def write_report(out: Path, profile: str, machine: str, timings: Mapping[str, fl
                 parts += [f"![{png}]({sub}/{png})", ""]
     path = out / "report.md"
     path.write_text("\n".join(parts))
-    known = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
-    (out / "timings.json").write_text(json.dumps({**known, **timings}, indent=2))
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
     print(f"wrote {path}", flush=True)
     return path
 

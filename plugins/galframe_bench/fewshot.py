@@ -178,7 +178,7 @@ def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, train
             prob = Probe(len(classes)).fit(x_train[pick], y_train[pick]).predict(x_test)
             rows[PROBE].append({"budget": budget, "seed": int(seed), **scores(prob, y_test, rare)})
     for seed in p["seeds"]:
-        rows[HITL].extend(_hitl(p["hitl"], int(seed), root, classes, x_train, y_train, ids_train, x_test, y_test, rare, out / "hitl"))
+        rows[HITL].extend(_hitl(p["hitl"], int(seed), root, classes, x_train, y_train, ids_train, x_test, y_test, rare, runs / "hitl"))
     print(f"  probe and HITL done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     # -- trained networks ---------------------------------------------------------------------------------
@@ -319,9 +319,11 @@ def report(rows: Mapping[str, list[dict]], out: Path, meta: Mapping[str, Any]) -
         x = [c["labels"] for c in cs]
         for ax, key in zip(axes, ("macro_auc", "rare_auc")):
             ax.errorbar(x, [c[key] for c in cs], yerr=[c[f"{key}_std"] for c in cs], marker="o", ms=4, capsize=3, label=m)
-    for ax, title in zip(axes, ("macro AUC", f"rare-class AUC ({', '.join(meta['data']['rare'])})")):
+    titles = ("macro AUC (held-out)", "rare-class AUC: " + ", ".join(meta["data"]["rare"]))
+    for ax, ylabel, title in zip(axes, ("macro AUC", "rare-class AUC"), titles):
         ax.axhline(LEVEL, color="gray", ls="--", lw=1)
-        ax.set(xscale="log", xlabel="labels", ylabel=title, title=title)
+        ax.set(xscale="log", xlabel="labels", ylabel=ylabel)
+        ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "fewshot.png", dpi=100)

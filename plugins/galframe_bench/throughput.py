@@ -24,6 +24,14 @@ from typing import Any, Mapping, Optional, Sequence
 
 
 def _peak_rss_mib() -> float:
+    """This process's peak resident set.  VmHWM belongs to the address space exec made, whereas
+    ru_maxrss carries over the parent's peak from fork (a big parent would mask every measurement)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

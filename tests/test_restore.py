@@ -110,6 +110,26 @@ def test_aperture_flux_and_flux_ratio() -> None:
     assert cols["restore_aperture_flux_z"] == pytest.approx([2.0, 4.0], rel=1e-5)
 
 
+def test_flux_term_matches_hand_values_and_pulls_the_flux_back() -> None:
+    task = _task(aperture_radius=3.0, flux_weight=0.5)
+    clean = torch.zeros(2, 3, 32, 32)
+    clean[:, :, 15:17, 15:17] = 1.0
+    restored = clean.clone()
+    restored[0, :, 15:17, 15:17] = 0.5  # object 0 keeps half its aperture flux, object 1 all of it
+    pred = task.scaling(restored)
+    flux = float(task.flux_loss(pred, clean))
+    assert flux == pytest.approx(0.5 * math.log(2.0), rel=1e-4)  # mean of |log 0.5| and |log 1|
+    pixel = float((pred - task.scaling(clean)).abs().mean())
+    assert float(task.loss({"restored": pred}, {"clean": clean})) == pytest.approx(pixel + 0.5 * flux, rel=1e-5)
+    # the gradient raises object 0's restored core, and an object with no true flux is left out
+    pred = pred.clone().requires_grad_(True)
+    task.flux_loss(pred, clean).backward()
+    assert float(pred.grad[0, :, 15:17, 15:17].sum()) < 0 and float(pred.grad[1].abs().sum()) == 0.0
+    assert float(task.flux_loss(pred, torch.zeros_like(clean))) == 0.0
+    with pytest.raises(ConfigError, match="flux_weight must be >= 0"):
+        _task(flux_weight=-1.0)
+
+
 def test_model_scaling_is_bound() -> None:
     from galframe.data.scaling import build_scaling
 

@@ -142,9 +142,13 @@ class RestoreTask(Task):
         aperture_radius: float = 8.0,
         n_report: int = 4,
         upscale: int = 1,
+        flux_weight: float = 0.0,
     ) -> None:
         super().__init__(name, backbone, data)
         self.loss_name = check_choice(f"loss for task '{name}'", loss, ["l1", "l2"])
+        self.flux_weight = float(flux_weight)
+        if self.flux_weight < 0:
+            raise ConfigError(f"task '{name}': flux_weight must be >= 0 (got {flux_weight}).")
         decoder = check_choice(f"decoder for task '{name}'", str(decoder), ["auto", "backbone", "light"])
         has_decoder = bool(getattr(backbone, "has_decoder", False))
         if decoder == "backbone" and not has_decoder:
@@ -201,9 +205,23 @@ class RestoreTask(Task):
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
         pred, target = out["restored"].float(), self.target(batch).float()
-        if self.loss_name == "l2":
-            return F.mse_loss(pred, target)
-        return F.l1_loss(pred, target)
+        pixel = F.mse_loss(pred, target) if self.loss_name == "l2" else F.l1_loss(pred, target)
+        if self.flux_weight > 0:
+            return pixel + self.flux_weight * self.flux_loss(pred, batch["clean"].float())
+        return pixel
+
+    def flux_loss(self, pred: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """Mean |log| of the restored / true aperture flux (all bands), for objects with positive true flux.
+
+        Pixel losses in scaled (asinh) units weigh the faint outskirts like the bright core and let the
+        total flux drift; this term holds the flux in the aperture where photometry is measured."""
+        pred_ap = aperture_flux(self.scaling.inverse(pred), self.aperture_radius).sum(1)
+        true_ap = aperture_flux(clean, self.aperture_radius).sum(1)
+        ok = true_ap > 0
+        if not bool(ok.any()):
+            return pred.new_zeros(())
+        ratio = pred_ap[ok].clamp_min(1e-3 * true_ap[ok]) / true_ap[ok]
+        return torch.log(ratio).abs().clamp_max(5.0).mean()
 
     # -- metrics ----------------------------------------------------------------
     def make_metrics(self) -> nn.Module:

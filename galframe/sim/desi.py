@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -479,6 +479,32 @@ def _bilinear(flux: np.ndarray, cx: float, cy: float, size: int) -> np.ndarray:
     return out
 
 
+def clean_truth(comps: Sequence[Any], fluxes: np.ndarray, bands: Sequence[str], spec: Mapping[str, Any], size: int,
+                scale: float, offset: Sequence[float], gsp: Any) -> tuple[np.ndarray, float]:
+    """The PSF-free truth of a galaxy made of ``comps`` (each with a unit-flux ``profile``):
+    each component drawn once, 2x oversampled (pixel-integrated), combined with ``fluxes`` (components x
+    BANDS) and binned to the stamp; plus the r-band half-light radius about the flux centroid."""
+    import galsim
+
+    smooth = galsim.Gaussian(sigma=float(spec["clean_smoothing"]), gsparams=gsp)
+    fine = np.stack(
+        [
+            galsim.Convolve(c.profile, smooth, gsparams=gsp)
+            .drawImage(nx=2 * size, ny=2 * size, scale=scale / 2.0, offset=(2.0 * offset[0], 2.0 * offset[1]))
+            .array
+            for c in comps
+        ]
+    )
+    total_r = float(fluxes.sum(axis=0)[1])
+    fine_r = np.einsum("c,cyx->yx", fluxes[:, 1], fine)
+    centroid = sum((c.profile.centroid * float(fluxes[m, 1]) for m, c in enumerate(comps)), galsim.PositionD(0, 0))
+    centroid = centroid / total_r
+    cf = (2 * size - 1) / 2.0
+    hlr = _hlr(fine_r, scale / 2.0, cf + 2 * offset[0] + centroid.x / (scale / 2.0), cf + 2 * offset[1] + centroid.y / (scale / 2.0), total_r)
+    clean = np.einsum("cb,cyx->byx", fluxes[:, [BANDS.index(b) for b in bands]], _bin2(fine))
+    return clean, hlr
+
+
 def _hlr(image: np.ndarray, scale: float, cx: float, cy: float, total: float, step: float = 0.05) -> float:
     """Radius (arcsec) of the circle about (cx, cy) [pixels] holding half of ``total``.
 
@@ -605,23 +631,7 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
             j = BANDS.index(b)
             gal = galsim.Sum([c.profile * float(fluxes[m, j]) for m, c in enumerate(comps)], gsparams=gsp)
             image[k] = galsim.Convolve(gal, psfs[b], gsparams=gsp).drawImage(**draw).array
-        # PSF-free: each unit-flux component once, 2x oversampled (pixel-integrated), then combined
-        smooth = galsim.Gaussian(sigma=float(spec["clean_smoothing"]), gsparams=gsp)
-        fine = np.stack(
-            [
-                galsim.Convolve(c.profile, smooth, gsparams=gsp)
-                .drawImage(nx=2 * size, ny=2 * size, scale=scale / 2.0, offset=(2.0 * offset[0], 2.0 * offset[1]))
-                .array
-                for c in comps
-            ]
-        )
-        fine_r = np.einsum("c,cyx->yx", fluxes[:, 1], fine)
-        centroid = sum((c.profile.centroid * float(fluxes[m, 1]) for m, c in enumerate(comps)), galsim.PositionD(0, 0))
-        centroid = centroid / float(totals[1])
-        cf = (2 * size - 1) / 2.0
-        hlr = _hlr(fine_r, scale / 2.0, cf + 2 * offset[0] + centroid.x / (scale / 2.0), cf + 2 * offset[1] + centroid.y / (scale / 2.0), float(totals[1]))
-        unit_clean = _bin2(fine)
-        clean = np.einsum("cb,cyx->byx", fluxes[:, [BANDS.index(b) for b in bands]], unit_clean)
+        clean, hlr = clean_truth(comps, fluxes, bands, spec, size, scale, offset, gsp)
         bulge = sum(float(fluxes[m, 1]) for m, c in enumerate(comps) if c.bulge)
         truth = dict(
             sersic_n=float(model.sersic_n),

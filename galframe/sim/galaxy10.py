@@ -777,21 +777,7 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
         conv[b] = galsim.Convolve(gal, psfs[b], gsparams=gsp).drawImage(**draw).array
 
     # PSF-free truth: each unit-flux component once, 2x oversampled, then combined
-    smooth = galsim.Gaussian(sigma=float(spec["clean_smoothing"]), gsparams=gsp)
-    fine = np.stack(
-        [
-            galsim.Convolve(c.profile, smooth, gsparams=gsp)
-            .drawImage(nx=2 * size, ny=2 * size, scale=scale / 2.0, offset=(2.0 * offset[0], 2.0 * offset[1]))
-            .array
-            for c in parts
-        ]
-    )
-    fine_r = np.einsum("c,cyx->yx", fluxes[:, 1], fine)
-    centroid = sum((c.profile.centroid * float(fluxes[m, 1]) for m, c in enumerate(parts)), galsim.PositionD(0, 0)) / float(totals[1])
-    cf = (2 * size - 1) / 2.0
-    hlr = desi._hlr(fine_r, scale / 2.0, cf + 2 * offset[0] + centroid.x / (scale / 2.0), cf + 2 * offset[1] + centroid.y / (scale / 2.0), float(totals[1]))
-    unit_clean = desi._bin2(fine)
-    clean = np.einsum("cb,cyx->byx", fluxes[:, [BANDS.index(b) for b in bands]], unit_clean)
+    clean, hlr = desi.clean_truth(parts, fluxes, bands, spec, size, scale, offset, gsp)
     bulge_r = sum(float(fluxes[m, 1]) for m, c in enumerate(parts) if c.bulge and c.group != "companion")
 
     # what the volunteers can see (r band): S/N of each feature against sky noise + contrast floor
@@ -849,6 +835,7 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
             observed[k] += galsim.Convolve(scene, psfs[b], gsparams=gsp).drawImage(**draw).array
             gals = [e for e in extra if e[4] != "star"]
             if gals:
+                smooth = galsim.Gaussian(sigma=float(spec["clean_smoothing"]), gsparams=gsp)  # as desi.clean_truth
                 fine_b = galsim.Convolve(galsim.Sum([e[0] * (e[1] * colour(e)) for e in gals], gsparams=gsp), smooth, gsparams=gsp)
                 clean[k] += desi._bin2(fine_b.drawImage(nx=2 * size, ny=2 * size, scale=scale / 2.0, offset=(2.0 * offset[0], 2.0 * offset[1])).array)
             for e in extra:

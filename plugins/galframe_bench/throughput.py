@@ -66,8 +66,6 @@ def _one(kind: str, backbone: str, root: Path, ckpt: Path, batch: int, device: s
             cfg = {"ckpt": str(ckpt), "out": str(Path(tmp) / "catalog.parquet"), "batch_size": batch, "device": device,
                    "strict": True, "overwrite": True, "progress": False, "columns": "none", "rejects": None, "keep_parts": False,
                    "data": {"reader": "dataset", "path": str(root)}}
-            from galframe.readers import build_reader  # noqa: F401 - fail here, not inside the timing, if missing
-
             start = time.perf_counter()
             summary = predict_run(_reader_cfg(cfg))
             seconds = time.perf_counter() - start

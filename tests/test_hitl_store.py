@@ -118,7 +118,7 @@ def test_answers_undo_history_and_labelers(tmp_path) -> None:
     first = store.answer(4, "edge_on", "carol", request_id="req-1")
     again = store.answer(4, "edge_on", "carol", request_id="req-1")
     assert first == again and store.count_events() == 7
-    assert store.get_meta("schema_version") == 1
+    assert store.get_meta("schema_version") == 2
     mode = store._conn().execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal" and store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -193,7 +193,8 @@ while time.time() < t0:
     time.sleep(0.001)
 for k in range(n):
     store.answer(first + k, ["smooth", "merger", "star"][k % 3], name, request_id=f"{name}-{k}")
-    store.answer(first + k, "star", name, request_id=f"shared-{k % 10}")  # the same retried request from everyone
+    store.answer(first + k, ["smooth", "merger", "star"][k % 3], name, request_id=f"{name}-{k}")  # a retry: stored once
+    store.answer(first + k, "star", name, request_id=f"shared-{k}")  # every labeler's own request, same id
     if k % 5 == 4:
         store.undo(name, request_id=f"{name}-undo-{k}")
 print("done")
@@ -215,13 +216,16 @@ def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path) -> None:
     history = store.history()
     ids = [h.event_id for h in history]
     assert len(ids) == len(set(ids))
-    per_worker = n + n // 5  # its labels and its undos
-    assert len(history) == workers * per_worker + 10  # + the 10 shared requests, stored once each
-    rows = store._conn().execute("SELECT request_id, COUNT(*) FROM answers GROUP BY request_id HAVING COUNT(*) > 1").fetchall()
+    per_worker = 2 * n + n // 5  # its labels, its "shared-k" labels and its undos
+    assert len(history) == workers * per_worker  # the retries were stored once, the shared ids once per labeler
+    rows = store._conn().execute(
+        "SELECT labeler, request_id, COUNT(*) FROM answers GROUP BY labeler, request_id HAVING COUNT(*) > 1").fetchall()
     assert rows == []
+    shared = store._conn().execute("SELECT COUNT(DISTINCT labeler) FROM answers WHERE request_id = 'shared-3'").fetchone()
+    assert shared[0] == workers
     for w in range(workers):
         mine = [h for h in history if h.labeler == f"w{w}"]
-        assert len([h for h in mine if h.action == "label"]) >= n
+        assert len([h for h in mine if h.action == "label"]) == 2 * n
         undone = {h.undoes for h in mine if h.action == "undo"}
         assert len(undone) == n // 5  # each undo took back a distinct answer of its own labeler
         assert all(next(x for x in history if x.event_id == u).labeler == f"w{w}" for u in undone)

@@ -13,12 +13,17 @@ Tables
              object id, label, labeler, timestamp, round and model version.  An undo is its own
              event pointing at the event it takes back (``undoes``); nothing is ever updated or deleted.
 ``current``  a view: for each object, its latest answer that has not been undone.
+``opinions`` a view: for each (object, labeler), that labeler's latest answer not undone (several
+             labelers per galaxy: :mod:`galframe_hitl.aggregate` combines them).
+``labelers`` the people the page knows (name, role ``labeler`` or ``admin``, the SHA-256 of their
+             token, never the token itself).  With none, the page runs in single-user mode.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction committed before the call returns, with
 ``synchronous=FULL``: an answer that was acknowledged is on disk, whatever happens to the process
 afterwards.  Several processes and threads may write at once (SQLite serialises the writers; each
 waits up to ``timeout`` seconds for the lock).  An optional ``request_id`` makes a retried answer
-idempotent: the same request id is stored once.
+idempotent: the same request id *of the same labeler* is stored once (another labeler's request with
+the same id is a different request); reusing one's own request id for a different answer is refused.
 
 Command line (CSV import / export)::
 
@@ -26,12 +31,22 @@ Command line (CSV import / export)::
     python -m galframe_hitl.store export labels.sqlite history.csv --history
     python -m galframe_hitl.store import labels.sqlite more.csv --labeler alice
     python -m galframe_hitl.store summary labels.sqlite
+    python -m galframe_hitl.store labelers labels.sqlite add alice [--admin]   # prints alice's token
+
+Exported CSV cells that start with ``= + - @``, a tab or a carriage return get a leading ``'`` so a
+spreadsheet shows them as text instead of running them as formulas.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import json
+import math
+import re
+import secrets
 import sqlite3
+import unicodedata
 import sys
 import threading
 from contextlib import contextmanager
@@ -42,10 +57,29 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from galframe.errors import ConfigError, DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+ROLES = ("labeler", "admin")
+#: names the labelers command accepts: a letter or digit first (so no cell starts a formula), 1-64 characters
+LABELER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 ACTIONS = ("label", "skip", "undo")
 EXPORT_COLUMNS = ("id", "label", "labeler", "timestamp", "round", "model_version")
 HISTORY_COLUMNS = ("event_id", "id", "action", "label", "labeler", "timestamp", "round", "model_version", "undoes")
+
+_ANSWERS = """(
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_id INTEGER NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('label', 'skip', 'undo')),
+    label TEXT,
+    labeler TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    round INTEGER,
+    model_version TEXT,
+    undoes INTEGER REFERENCES answers(event_id),
+    request_id TEXT,
+    CHECK ((action = 'label') = (label IS NOT NULL)),
+    CHECK ((action = 'undo') = (undoes IS NOT NULL))
+)"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,23 +106,18 @@ CREATE TABLE IF NOT EXISTS queue (
     PRIMARY KEY (round, object_id)
 );
 CREATE INDEX IF NOT EXISTS queue_object ON queue(object_id);
-CREATE TABLE IF NOT EXISTS answers (
-    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    object_id INTEGER NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('label', 'skip', 'undo')),
-    label TEXT,
-    labeler TEXT NOT NULL,
-    timestamp TEXT NOT NULL,
-    round INTEGER,
-    model_version TEXT,
-    undoes INTEGER REFERENCES answers(event_id),
-    request_id TEXT UNIQUE,
-    CHECK ((action = 'label') = (label IS NOT NULL)),
-    CHECK ((action = 'undo') = (undoes IS NOT NULL))
-);
+CREATE TABLE IF NOT EXISTS answers {answers};
 CREATE INDEX IF NOT EXISTS answers_object ON answers(object_id, event_id);
 CREATE INDEX IF NOT EXISTS answers_labeler ON answers(labeler, event_id);
 CREATE UNIQUE INDEX IF NOT EXISTS answers_undone ON answers(undoes) WHERE undoes IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS answers_request ON answers(labeler, request_id) WHERE request_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS labelers (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('labeler', 'admin')),
+    token_hash TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL,
+    revoked TEXT
+);
 CREATE VIEW IF NOT EXISTS active AS
     SELECT a.* FROM answers a
     WHERE a.action IN ('label', 'skip')
@@ -96,7 +125,15 @@ CREATE VIEW IF NOT EXISTS active AS
 CREATE VIEW IF NOT EXISTS current AS
     SELECT a.* FROM active a
     WHERE a.event_id = (SELECT MAX(b.event_id) FROM active b WHERE b.object_id = a.object_id);
-"""
+CREATE VIEW IF NOT EXISTS opinions AS
+    SELECT a.* FROM active a
+    WHERE a.event_id = (SELECT MAX(b.event_id) FROM active b
+                        WHERE b.object_id = a.object_id AND b.labeler = a.labeler);
+""".replace("{answers}", _ANSWERS)
+
+# schema 1 -> 2: request ids become unique per labeler (the answers table is rebuilt: a column's UNIQUE
+# cannot be dropped in SQLite); the labelers table and the opinions view are new.
+_ANSWERS_V2 = "CREATE TABLE answers_v2 " + _ANSWERS
 
 
 def now() -> str:
@@ -141,12 +178,43 @@ class LabelStore:
             raise DataError(f"{self.path}: not a galframe label store ({exc}).") from exc
         if str(mode).lower() != "wal":
             raise DataError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); is it on a network filesystem?")
+        self._migrate(conn)
         conn.executescript(_SCHEMA)
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
         elif int(version) != SCHEMA_VERSION:
             raise DataError(f"{self.path}: label store schema {version}, this galframe reads {SCHEMA_VERSION}.")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a schema-1 store to schema 2 in one transaction (another process may be doing the same)."""
+        def version() -> Optional[int]:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+                return None
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            return None if row is None else int(json.loads(row[0]))
+
+        if version() != 1:
+            return
+        conn.execute("PRAGMA foreign_keys=OFF")  # the table is rebuilt under its own self-reference
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if version() == 1:
+                    conn.execute("DROP VIEW IF EXISTS current")
+                    conn.execute("DROP VIEW IF EXISTS active")
+                    conn.execute(_ANSWERS_V2)
+                    conn.execute("INSERT INTO answers_v2 SELECT event_id, object_id, action, label, labeler, timestamp, "
+                                 "round, model_version, undoes, request_id FROM answers")
+                    conn.execute("DROP TABLE answers")
+                    conn.execute("ALTER TABLE answers_v2 RENAME TO answers")
+                    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (json.dumps(SCHEMA_VERSION),))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.execute("PRAGMA foreign_keys=ON")
 
     # -- connections -----------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -230,15 +298,22 @@ class LabelStore:
 
     # -- answers ---------------------------------------------------------------
     def check_label(self, label: Any, where: str = "label") -> str:
+        """A class name, or a class index (an integer, or a string of ASCII digits); its name is returned."""
         classes = self.classes
         if not classes:
             raise StoreError(f"{self.path}: the store has no classes yet (not bound to a dataset).", 409)
-        text = str(label).strip()
+        if isinstance(label, bool) or not isinstance(label, (int, str)):
+            raise StoreError(f"{where}: a class is a name or an index, not {type(label).__name__}.", 422)
+        if isinstance(label, int):
+            if 0 <= label < len(classes):
+                return classes[label]
+            raise StoreError(f"{where}: class index {short(label)} is not in 0..{len(classes) - 1}.", 422)
+        text = label.strip()
         if text in classes:
             return text
-        if text.lstrip("-").isdigit() and 0 <= int(text) < len(classes):
+        if re.fullmatch(r"[0-9]{1,6}", text) and int(text) < len(classes):
             return classes[int(text)]
-        raise StoreError(f"{where}: unknown class {label!r}; the classes are {classes}.", 422)
+        raise StoreError(f"{where}: unknown class {short(label)}; the classes are {classes}.", 422)
 
     def _queued_round(self, c: sqlite3.Connection, object_id: int) -> Optional[int]:
         row = c.execute("SELECT MAX(round) FROM queue WHERE object_id = ?", (object_id,)).fetchone()
@@ -266,23 +341,26 @@ class LabelStore:
 
         With ``queued_only`` (the web app), the object must be in some round's queue; otherwise it must be
         in the pool (when the store has one).  An unknown id or class raises :class:`StoreError` and writes
-        nothing.  A repeated ``request_id`` returns the answer stored the first time.
+        nothing.  A repeated ``request_id`` of the same labeler returns the answer stored the first time
+        (409 if that request was a different answer or an undo).
         """
         labeler = check_labeler(labeler)
+        request_id = check_request_id(request_id)
         if skip and label is not None:
             raise StoreError("an answer is either a label or a skip, not both.", 422)
         if not skip:
             if label is None:
                 raise StoreError("an answer needs a label (or skip).", 422)
             label = self.check_label(label)
-        try:
-            object_id = int(object_id)
-        except (TypeError, ValueError):
-            raise StoreError(f"object id {object_id!r} is not an integer.", 422) from None
+        object_id = check_id(object_id)
+        action = "skip" if skip else "label"
         with self._write() as c:
             if request_id is not None:
-                row = c.execute("SELECT * FROM answers WHERE request_id = ?", (str(request_id),)).fetchone()
+                row = c.execute("SELECT * FROM answers WHERE labeler = ? AND request_id = ?", (labeler, request_id)).fetchone()
                 if row is not None:
+                    if (row["action"], row["object_id"], row["label"]) != (action, object_id, label):
+                        raise StoreError(f"request_id {short(request_id)} was already used by {labeler} for "
+                                         f"another request (event {row['event_id']}); send a new request_id.", 409)
                     return _answer(row)
             queued = self._queued_round(c, object_id)
             if queued_only and queued is None:
@@ -295,7 +373,7 @@ class LabelStore:
             cur = c.execute(
                 "INSERT INTO answers(object_id, action, label, labeler, timestamp, round, model_version, request_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (object_id, "skip" if skip else "label", label, labeler, now(), rnd, version, request_id),
+                (object_id, action, label, labeler, now(), rnd, version, request_id),
             )
             row = c.execute("SELECT * FROM answers WHERE event_id = ?", (cur.lastrowid,)).fetchone()
         return _answer(row)
@@ -317,26 +395,100 @@ class LabelStore:
                 )
         return len(prepared)
 
-    def undo(self, labeler: str, request_id: Optional[str] = None) -> Answer:
-        """Take back ``labeler``'s latest answer that is still in force; returns the undone answer."""
+    def undo(
+        self,
+        labeler: str,
+        request_id: Optional[str] = None,
+        *,
+        owner: Optional[str] = None,
+        event_id: Optional[int] = None,
+    ) -> Answer:
+        """Take back an answer still in force; returns the undone answer.  The undo event is ``labeler``'s.
+
+        By default ``labeler``'s own latest answer; ``owner``: the latest of that labeler instead (an admin's
+        undo); ``event_id``: that answer (of ``owner``, when given).  A repeated ``request_id`` of the same
+        labeler returns what its first undo took back (409 if that request id was an answer).
+        """
         labeler = check_labeler(labeler)
+        owner = labeler if owner is None and event_id is None else (None if owner is None else check_labeler(owner))
+        request_id = check_request_id(request_id)
         with self._write() as c:
             if request_id is not None:
-                row = c.execute("SELECT * FROM answers WHERE request_id = ?", (str(request_id),)).fetchone()
+                row = c.execute("SELECT * FROM answers WHERE labeler = ? AND request_id = ?", (labeler, request_id)).fetchone()
                 if row is not None:
+                    if row["action"] != "undo":
+                        raise StoreError(f"request_id {short(request_id)} was already used by {labeler} for an "
+                                         f"answer (event {row['event_id']}), not an undo; send a new request_id.", 409)
                     undone = c.execute("SELECT * FROM answers WHERE event_id = ?", (row["undoes"],)).fetchone()
                     return _answer(undone)
-            row = c.execute(
-                "SELECT * FROM active WHERE labeler = ? ORDER BY event_id DESC LIMIT 1", (labeler,)
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"labeler '{labeler}' has no answer to undo.", 409)
+            if event_id is not None:
+                event_id = check_id(event_id, "event_id")
+                row = c.execute("SELECT * FROM active WHERE event_id = ?", (event_id,)).fetchone()
+                if row is None:
+                    raise StoreError(f"event {event_id} is not an answer in force (unknown, an undo, or undone).", 409)
+                if owner is not None and row["labeler"] != owner:
+                    raise StoreError(f"event {event_id} is {row['labeler']}'s answer, not {owner}'s.", 403)
+            else:
+                row = c.execute(
+                    "SELECT * FROM active WHERE labeler = ? ORDER BY event_id DESC LIMIT 1", (owner,)
+                ).fetchone()
+                if row is None:
+                    raise StoreError(f"labeler '{owner}' has no answer to undo.", 409)
             c.execute(
                 "INSERT INTO answers(object_id, action, label, labeler, timestamp, round, model_version, undoes, request_id)"
                 " VALUES (?, 'undo', NULL, ?, ?, ?, ?, ?, ?)",
                 (row["object_id"], labeler, now(), row["round"], row["model_version"], row["event_id"], request_id),
             )
         return _answer(row)
+
+    # -- labelers --------------------------------------------------------------
+    def add_labeler(self, name: str, role: str = "labeler") -> str:
+        """Register a labeler; returns their new token (only its SHA-256 is stored)."""
+        name = check_new_labeler(name)
+        if role not in ROLES:
+            raise StoreError(f"role {short(role)}: one of {list(ROLES)}.", 422)
+        token = new_token()
+        with self._write() as c:
+            row = c.execute("SELECT revoked FROM labelers WHERE name = ?", (name,)).fetchone()
+            if row is not None and row["revoked"] is None:
+                raise StoreError(f"labeler '{name}' exists already (rotate their token with 'labelers token {name}').", 409)
+            c.execute("INSERT OR REPLACE INTO labelers(name, role, token_hash, created, revoked) VALUES (?, ?, ?, ?, NULL)",
+                      (name, role, token_hash(token), now()))
+        return token
+
+    def rotate_token(self, name: str) -> str:
+        """A new token for a labeler; the old one stops working at once."""
+        token = new_token()
+        with self._write() as c:
+            cur = c.execute("UPDATE labelers SET token_hash = ? WHERE name = ? AND revoked IS NULL", (token_hash(token), str(name)))
+            if cur.rowcount != 1:
+                raise StoreError(f"no labeler '{short(name)}' (see 'labelers list').", 404)
+        return token
+
+    def remove_labeler(self, name: str) -> None:
+        """Revoke a labeler's token (their answers stay, attributed to them)."""
+        with self._write() as c:
+            cur = c.execute("UPDATE labelers SET revoked = ? WHERE name = ? AND revoked IS NULL", (now(), str(name)))
+            if cur.rowcount != 1:
+                raise StoreError(f"no labeler '{short(name)}' (see 'labelers list').", 404)
+
+    def labelers(self) -> list[dict]:
+        """Every registered labeler: name, role, created, revoked (None while active)."""
+        return [dict(r) for r in self._query("SELECT name, role, created, revoked FROM labelers ORDER BY name")]
+
+    def has_labelers(self) -> bool:
+        return bool(self._query("SELECT 1 FROM labelers WHERE revoked IS NULL LIMIT 1"))
+
+    def authenticate(self, token: str) -> Optional[tuple[str, str]]:
+        """(name, role) of the active labeler whose token this is, else None (digests compared in constant time)."""
+        if not token or len(token) > 200:
+            return None
+        digest = token_hash(token)
+        found = None
+        for row in self._query("SELECT name, role, token_hash FROM labelers WHERE revoked IS NULL"):
+            if hmac.compare_digest(row["token_hash"], digest):
+                found = (row["name"], row["role"])
+        return found
 
     # -- reading ---------------------------------------------------------------
     def current(self, include_skips: bool = False) -> list[Answer]:
@@ -345,7 +497,7 @@ class LabelStore:
 
     def in_force(self, object_id: int) -> Optional[Answer]:
         """The answer (label or skip) in force for one object, or None."""
-        rows = self._query("SELECT * FROM current WHERE object_id = ?", (int(object_id),))
+        rows = self._query("SELECT * FROM current WHERE object_id = ?", (check_id(object_id),))
         return _answer(rows[0]) if rows else None
 
     def labels(self) -> dict[int, str]:
@@ -359,11 +511,26 @@ class LabelStore:
         """Objects with a label or a skip in force."""
         return {int(r[0]) for r in self._query("SELECT object_id FROM current")}
 
-    def history(self) -> list[Answer]:
-        return [_answer(r) for r in self._query("SELECT * FROM answers ORDER BY event_id")]
+    def history(self, labeler: Optional[str] = None) -> list[Answer]:
+        """Every event in order (only ``labeler``'s, when given)."""
+        if labeler is None:
+            return [_answer(r) for r in self._query("SELECT * FROM answers ORDER BY event_id")]
+        return [_answer(r) for r in self._query("SELECT * FROM answers WHERE labeler = ? ORDER BY event_id", (labeler,))]
+
+    def opinions(self, include_skips: bool = False) -> list[Answer]:
+        """Each labeler's answer in force per object (several per galaxy when several people answered)."""
+        where = "" if include_skips else " WHERE action = 'label'"
+        return [_answer(r) for r in self._query(f"SELECT * FROM opinions{where} ORDER BY object_id, labeler")]
 
     def count_events(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM answers")[0][0])
+
+    def opinions_of(self, labeler: str, object_ids: Iterable[int]) -> dict[int, str]:
+        """``labeler``'s answer in force (a class or 'skip') for each of ``object_ids`` they answered."""
+        wanted = {check_id(i) for i in object_ids}
+        rows = self._query("SELECT object_id, action, label FROM opinions WHERE labeler = ?", (str(labeler),))
+        return {int(r["object_id"]): (r["label"] if r["action"] == "label" else "skip")
+                for r in rows if int(r["object_id"]) in wanted}
 
     # -- rounds and queues -----------------------------------------------------
     def rounds(self) -> list[dict]:
@@ -432,7 +599,7 @@ class LabelStore:
 
     def queued(self, object_id: int) -> Optional[dict]:
         rows = self._query(
-            "SELECT round, position, score, info FROM queue WHERE object_id = ? ORDER BY round DESC LIMIT 1", (int(object_id),)
+            "SELECT round, position, score, info FROM queue WHERE object_id = ? ORDER BY round DESC LIMIT 1", (check_id(object_id),)
         )
         if not rows:
             return None
@@ -470,12 +637,12 @@ class LabelStore:
             if history:
                 writer.writerow(HISTORY_COLUMNS)
                 for a in self.history():
-                    writer.writerow([a.event_id, a.object_id, a.action, a.label or "", a.labeler, a.timestamp,
-                                     _blank(a.round), a.model_version or "", _blank(a.undoes)])
+                    writer.writerow(csv_row([a.event_id, a.object_id, a.action, a.label or "", a.labeler, a.timestamp,
+                                             _blank(a.round), a.model_version or "", _blank(a.undoes)]))
             else:
                 writer.writerow(EXPORT_COLUMNS)
                 for a in self.current():
-                    writer.writerow([a.object_id, a.label, a.labeler, a.timestamp, _blank(a.round), a.model_version or ""])
+                    writer.writerow(export_row(a))
         tmp.replace(path)
         return path
 
@@ -500,9 +667,9 @@ class LabelStore:
         for line, rec in enumerate(raw, start=2):
             rec = {str(k).strip(): (v or "").strip() for k, v in rec.items() if k is not None}
             try:
-                object_id = int(rec["id"])
-            except ValueError:
-                raise DataError(f"{path}, line {line}: id {rec['id']!r} is not an integer.") from None
+                object_id = check_id(rec["id"], "id")
+            except StoreError as exc:
+                raise DataError(f"{path}, line {line}: {exc}") from None
             if pool and object_id not in pool:
                 raise DataError(f"{path}, line {line}: object id {object_id} is not in the pool (the training split).")
             try:
@@ -510,7 +677,7 @@ class LabelStore:
             except StoreError as exc:
                 raise DataError(str(exc)) from None
             who = labeler or rec.get("labeler") or f"import:{path.name}"
-            rnd = int(rec["round"]) if rec.get("round", "").lstrip("-").isdigit() else None
+            rnd = int(rec["round"]) if re.fullmatch(r"-?[0-9]{1,9}", rec.get("round", "")) else None
             rows.append((object_id, label, check_labeler(who), rnd))
         with self._write() as c:
             for object_id, label, who, rnd in rows:
@@ -523,10 +690,80 @@ class LabelStore:
 
 
 def check_labeler(labeler: Any) -> str:
+    """A labeler name: 1-64 printable characters (no control or format characters, valid Unicode)."""
     text = str(labeler or "").strip()
-    if not text or len(text) > 64 or any(ch in text for ch in "\n\r\t"):
-        raise StoreError(f"labeler name {labeler!r} must be 1-64 characters on one line.", 422)
+    if not text or len(text) > 64 or not printable(text):
+        raise StoreError(f"labeler name {short(labeler)} must be 1-64 printable characters on one line.", 422)
     return text
+
+
+def check_new_labeler(name: Any) -> str:
+    text = str(name or "")
+    if not LABELER_NAME.fullmatch(text):
+        raise StoreError(f"labeler name {short(name)}: 1-64 of A-Z a-z 0-9 . _ @ + -, starting with a letter or digit.", 422)
+    return text
+
+
+def check_request_id(request_id: Any) -> Optional[str]:
+    if request_id is None:
+        return None
+    text = str(request_id)
+    if not re.fullmatch(r"[\x21-\x7e]{1,100}", text):
+        raise StoreError(f"request_id {short(request_id)}: 1-100 printable ASCII characters without spaces.", 422)
+    return text
+
+
+def check_id(value: Any, what: str = "object id") -> int:
+    """An integer that fits SQLite's INTEGER (signed 64 bits)."""
+    if isinstance(value, bool):
+        raise StoreError(f"{what} {value!r} is not an integer.", 422)
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise StoreError(f"{what} {short(value)} is not an integer.", 422) from None
+    if isinstance(value, float) and number != value:
+        raise StoreError(f"{what} {short(value)} is not an integer.", 422)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise StoreError(f"{what} {short(number)} is outside the 64-bit integer range.", 422)
+    return number
+
+
+def printable(text: str) -> bool:
+    """True for valid Unicode (no lone surrogates) without control, format or unassigned characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(unicodedata.category(ch)[0] == "C" for ch in text)
+
+
+def short(value: Any, limit: int = 40) -> str:
+    """``repr`` of a value cut to ``limit`` characters, ASCII only (safe to put in any error message)."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def token_hash(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+#: a spreadsheet runs a cell starting with one of these as a formula
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value for a CSV cell: text that a spreadsheet would run as a formula gets a leading ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_row(values: Iterable[Any]) -> list:
+    return [csv_cell(v) for v in values]
 
 
 def _answer(row: sqlite3.Row) -> Answer:
@@ -541,6 +778,11 @@ def _answer(row: sqlite3.Row) -> Answer:
         model_version=row["model_version"],
         undoes=None if row["undoes"] is None else int(row["undoes"]),
     )
+
+
+def export_row(a: Answer) -> list:
+    """One row of the labels export (``EXPORT_COLUMNS``), formula-safe."""
+    return csv_row([a.object_id, a.label, a.labeler, a.timestamp, _blank(a.round), a.model_version or ""])
 
 
 def _float_or_none(x: Any) -> Optional[float]:

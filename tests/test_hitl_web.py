@@ -274,3 +274,58 @@ def test_csv_exports_neutralise_formulas(single, tmp_path) -> None:
     for name in ("a\tb", "a\rb", "a\nb"):
         r = httpx.post(f"{live.url}/api/answer", json={"id": 9, "label": "smooth", "labeler": name})
         assert r.status_code == 422 and "printable" in r.json()["detail"]
+
+
+V1_ANSWERS = """CREATE TABLE answers (event_id INTEGER PRIMARY KEY AUTOINCREMENT, object_id INTEGER NOT NULL,
+    action TEXT NOT NULL, label TEXT, labeler TEXT NOT NULL, timestamp TEXT NOT NULL, round INTEGER,
+    model_version TEXT, undoes INTEGER REFERENCES answers(event_id), request_id TEXT UNIQUE)"""
+
+
+def test_a_schema_1_store_is_upgraded_in_place(tmp_path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(V1_ANSWERS + """;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1'), ('classes', '["a", "b"]');
+        INSERT INTO answers VALUES (1, 5, 'label', 'a', 'alice', 't1', 1, 'r0', NULL, 'req-1');
+        INSERT INTO answers VALUES (2, 6, 'skip', NULL, 'bob', 't2', 1, 'r0', NULL, NULL);
+        INSERT INTO answers VALUES (3, 6, 'undo', NULL, 'bob', 't3', 1, 'r0', 2, 'u-1');""")
+    db.commit()
+    db.close()
+    store = LabelStore(path)
+    assert store.get_meta("schema_version") == 2
+    assert [(h.event_id, h.action, h.labeler, h.undoes) for h in store.history()] == [
+        (1, "label", "alice", None), (2, "skip", "bob", None), (3, "undo", "bob", 2)]
+    assert store.labels() == {5: "a"}
+    # bob's request id "req-1" is his own now, not alice's
+    bob = store.answer(5, "b", "bob", request_id="req-1", queued_only=False)
+    assert bob.event_id == 4 and store.answer(5, "a", "alice", request_id="req-1", queued_only=False).event_id == 1
+    assert LabelStore(path).count_events() == 4  # opening it again changes nothing
+
+
+def test_the_labelers_command(tmp_path) -> None:
+    store = queued_store(tmp_path / "labels.sqlite")
+    def run(*args: str, cli: tuple = ("galframe_hitl.labelers",)) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", *cli, *args], capture_output=True, text=True, timeout=120)
+
+    # as a galframe sub-command (no Hydra composition behind it), and as its module
+    added = run("add", "alice", "--store", str(tmp_path), "--url", "http://127.0.0.1:9000/", cli=("galframe.cli", "hitl", "labelers"))
+    assert added.returncode == 0, added.stderr
+    token = next(line.split()[1] for line in added.stdout.splitlines() if line.startswith("token:"))
+    assert f"link:  http://127.0.0.1:9000/?token={token}" in added.stdout
+    assert run("add", "root", "--admin", "--store", str(store.path)).returncode == 0
+    assert store.authenticate(token) == ("alice", "labeler")
+    stored = [tuple(r) for r in store._query("SELECT * FROM labelers")]
+    assert stored and not any(token in str(v) for row in stored for v in row)  # only its hash is stored
+    again = run("add", "alice", "--store", str(store.path))
+    assert again.returncode == 2 and "labeler 'alice' exists already" in again.stderr
+    bad = run("add", "=cmd", "--store", str(store.path))
+    assert bad.returncode == 2 and "starting with a letter or digit" in bad.stderr
+    rotated = run("token", "alice", "--store", str(store.path))
+    assert rotated.returncode == 0 and store.authenticate(token) is None
+    listing = run("list", "--store", str(store.path)).stdout
+    assert "alice" in listing and "admin" in listing
+    assert run("remove", "alice", "--store", str(store.path)).returncode == 0
+    assert [r["name"] for r in store.labelers() if r["revoked"] is None] == ["root"]
+    missing = run("list", "--store", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "label store not found" in missing.stderr

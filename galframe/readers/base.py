@@ -120,15 +120,17 @@ def list_files(path: Any, patterns: Sequence[str], what: str = "data.path") -> l
     """Sorted files of a directory (matching ``patterns``, recursively), a glob, one file or a list of these.
 
     A path that names nothing is an error; a dangling link inside a directory is listed (its
-    object is rejected when read)."""
+    object is rejected when read).  Recursion (a directory, or ``**`` in a glob) does not enter
+    links to directories, so a link loop is not followed; a file reached twice (through a link, or
+    by two entries of a list) is listed once, with a :class:`DuplicateFileWarning` naming it."""
     if path in (None, "", "???"):
         raise ConfigError(f"{what} is not set: give a directory, a glob or a list of files.")
     specs = list(path) if isinstance(path, (list, tuple)) else [path]
     files: list[str] = []
     for spec in specs:
         spec = os.path.expanduser(str(spec))
-        if any(ch in spec for ch in "*?["):
-            found = sorted(glob.glob(spec, recursive=True))
+        if glob.has_magic(spec):
+            found = sorted(set(glob_files(spec)))
             if not found:
                 raise DataError(f"{spec}: no file matches this pattern ({what}).")
             files.extend(found)
@@ -143,7 +145,113 @@ def list_files(path: Any, patterns: Sequence[str], what: str = "data.path") -> l
             files.append(spec)
         else:
             raise DataError(f"{spec}: no such file or directory ({what}).")
-    return files
+    return unique_files(files, what)
+
+
+class DuplicateFileWarning(UserWarning):
+    """The same file was reached by two paths (a link, or two entries of a list); it is read once."""
+
+
+def unique_files(files: Sequence[str], what: str = "data.path") -> list[str]:
+    """``files`` without a second path to a file already listed (compared by real path); of the paths
+    to one file the one without links is kept (else the first), in its place in ``files``."""
+    import warnings
+
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        groups.setdefault(os.path.realpath(f), []).append(f)
+    keep = set()
+    for real, paths in groups.items():
+        direct = [p for p in paths if os.path.abspath(p) == real]
+        chosen = (direct or paths)[0]
+        keep.add(chosen)
+        others = list(paths)
+        others.remove(chosen)
+        for other in others:
+            warnings.warn(f"{what}: {other} is the file {chosen} reached a second time; it is read once.",
+                          DuplicateFileWarning, stacklevel=3)
+    out, seen = [], set()
+    for f in files:
+        if f in keep and f not in seen:
+            seen.add(f)
+            out.append(f)
+    return out
+
+
+def glob_files(pattern: str) -> Iterator[str]:
+    """``glob.glob(pattern, recursive=True)`` that does not enter links to directories through ``**``
+    (a link loop would repeat files without end); names starting with '.' need a pattern that does."""
+    head, parts = _split_pattern(pattern)
+    yield from _glob_walk(head, parts)
+
+
+def _split_pattern(pattern: str) -> tuple[str, list[str]]:
+    drive, rest = os.path.splitdrive(pattern)
+    parts = [p for p in rest.replace(os.sep, "/").split("/")]
+    head = drive + ("/" if rest.startswith(("/", os.sep)) else "")
+    if head.endswith("/"):
+        parts = parts[1:]
+    literal = []
+    while parts and not glob.has_magic(parts[0]) and len(parts) > 1:
+        literal.append(parts.pop(0))
+    return (os.path.join(head, *literal) if (head or literal) else ""), parts
+
+
+def _glob_walk(base: str, parts: list[str]) -> Iterator[str]:
+    import fnmatch
+
+    if not parts:
+        yield base
+        return
+    part, rest = parts[0], parts[1:]
+    here = base or os.curdir
+    if part == "**" and not rest:  # a final **: everything below, as glob gives it
+        if base:
+            yield os.path.join(base, "")
+        yield from _below(base)
+        return
+    if part == "**":
+        yield from _glob_walk(base, rest)  # ** matches no directory at all ...
+        for entry in _entries(here):
+            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):  # ... or real ones only
+                yield from _glob_walk(os.path.join(base, entry.name), parts)
+        return
+    if not glob.has_magic(part):
+        target = os.path.join(base, part)
+        if rest:
+            if os.path.isdir(target):
+                yield from _glob_walk(target, rest)
+        elif part and os.path.lexists(target):
+            yield target
+        elif not part and base:  # a trailing '/': directories only
+            yield os.path.join(base, "")
+        return
+    for entry in _entries(here):
+        if entry.name.startswith(".") and not part.startswith("."):
+            continue
+        if fnmatch.fnmatchcase(entry.name, part) if os.name != "nt" else fnmatch.fnmatch(entry.name, part):
+            target = os.path.join(base, entry.name)
+            if rest:
+                if entry.is_dir():
+                    yield from _glob_walk(target, rest)
+            else:
+                yield target
+
+
+def _below(base: str) -> Iterator[str]:
+    for entry in _entries(base or os.curdir):
+        if not entry.name.startswith("."):
+            yield os.path.join(base, entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                yield from _below(os.path.join(base, entry.name))
+
+
+def _entries(directory: str) -> list:
+    try:
+        with os.scandir(directory) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError:
+        return []
 
 
 def fingerprint(parts: Iterable[Any]) -> str:

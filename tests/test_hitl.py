@@ -187,7 +187,8 @@ def test_web_labeling_in_a_browser_while_the_loop_waits(tiny_dataset, tmp_path) 
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1100, "height": 720})
+            # bypass_csp: Playwright's waits evaluate strings, which the page's Content-Security-Policy forbids
+            page = browser.new_page(viewport={"width": 1100, "height": 720}, bypass_csp=True)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"http://127.0.0.1:{port}/?labeler=alice")

@@ -329,3 +329,104 @@ def test_the_labelers_command(tmp_path) -> None:
     assert [r["name"] for r in store.labelers() if r["revoked"] is None] == ["root"]
     missing = run("list", "--store", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "label store not found" in missing.stderr
+
+
+# -- in a real browser (Playwright driving Debian's Chromium, as in tests/test_hitl.py) ------------------------
+def browser_session():
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_hitl import CHROMIUM, CHROMIUM_ARGS
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run scripts/install_browser.sh"
+    pw = sync_playwright().start()
+    return pw, pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+def test_html_in_class_names_and_store_strings_is_shown_as_text(tmp_path) -> None:
+    classes = ['<img src=x onerror="window.__pwned=1">', "<b>bold</b>", "=cmd", "plain"]
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.bind(tmp_path / "no-dataset", classes, range(20))
+    store.answer_many([(10, classes[1])], "catalog", round=0)  # a neighbour whose label is HTML
+    info = {"probs": {c: 0.25 for c in classes}, "neighbours": [10], "entropy": 1.0}
+    store.start_round(1, [{"id": i, "score": 0.5, "info": info} for i in (1, 2)], "<script>window.__pwned=2</script>", "r0")
+    live = Live(store)
+    pw, browser = browser_session()
+    try:
+        page = browser.new_page(bypass_csp=True)  # Playwright's waits evaluate strings, which the page's CSP forbids
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{live.url}/?labeler=%3Cimg%20src%3Dx%20onerror%3D%22window.__pwned%3D3%22%3E")
+        page.wait_for_function("document.querySelectorAll('#probs tr').length == 4")
+        page.wait_for_function("document.querySelectorAll('#neighbours figcaption').length == 1")
+        texts = page.locator("#classes button").all_inner_texts()
+        assert [t.split(" ", 1)[1] for t in texts] == classes  # the names, literally
+        assert page.locator("#probs td").nth(0).inner_text() == classes[0]
+        assert page.locator("#neighbours figcaption").inner_text().startswith("<b>bold</b>")
+        assert "<script>" in page.inner_text("#model-version")
+        assert page.locator("#classes img, #classes b, #probs img, #probs b, #neighbours b, header script").count() == 0
+        page.keyboard.press("1")  # answering with such a class works too, and puts no HTML anywhere
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('saved')")
+        assert page.evaluate("window.__pwned") is None and not errors, errors
+        assert store.labels()[1] == classes[0]
+        csp = httpx.get(live.url + "/").headers["content-security-policy"]
+        assert "default-src 'self'" in csp  # and an injected inline script would not run anyway
+    finally:
+        browser.close()
+        pw.stop()
+        live.close()
+
+
+def test_two_labelers_in_two_browsers_cannot_undo_or_overwrite_each_other(team) -> None:
+    live, tok = team
+    q = [item["id"] for item in live.store.queue(1)]
+    pw, browser = browser_session()
+    try:
+        pages = {}
+        for name in ("alice", "bob"):
+            context = browser.new_context(bypass_csp=True)  # its own cookies: its own session
+            page = context.new_page()
+            page.goto(f"{live.url}/?token={tok[name]}")
+            page.wait_for_function("document.querySelectorAll('#classes button').length == 6")
+            page.wait_for_function(f"document.getElementById('object-id').textContent == '#{q[0]}'")
+            assert page.input_value("#labeler") == name and page.locator("#labeler").get_attribute("readonly") is not None
+            assert "token" not in page.url  # the link's token went into an HttpOnly cookie
+            pages[name] = page
+        alice, bob = pages["alice"], pages["bob"]
+
+        alice.keyboard.press("1")  # alice: smooth for the first galaxy
+        alice.wait_for_function(f"document.getElementById('object-id').textContent == '#{q[1]}'")
+        bob.keyboard.press("2")  # bob, on the same galaxy: featured_disk, his own answer beside hers
+        bob.wait_for_function("document.getElementById('status').textContent.startsWith('saved')")
+        opinions = lambda: sorted((a.object_id, a.labeler, a.label) for a in live.store.opinions())  # noqa: E731
+        assert opinions() == [(q[0], "alice", "smooth"), (q[0], "bob", "featured_disk")]
+
+        bob.keyboard.press("u")  # bob's undo takes back his answer, never hers
+        bob.wait_for_function("document.getElementById('status').textContent.startsWith('undone')")
+        assert opinions() == [(q[0], "alice", "smooth")]
+        bob.keyboard.press("u")  # nothing of his is left: refused, hers still stands
+        bob.wait_for_function("document.getElementById('status').textContent.startsWith('nothing undone: 409')")
+        assert opinions() == [(q[0], "alice", "smooth")]
+        # what bob's page could send by hand: undo alice's, or answer as alice
+        alice_event = next(a.event_id for a in live.store.opinions() if a.labeler == "alice")
+        attempts = bob.evaluate(
+            """async (eventId) => {
+                 const post = (path, body) => fetch(path, {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                                            body: JSON.stringify(body)}).then((r) => r.status);
+                 return [await post('api/undo', {labeler: 'alice'}), await post('api/undo', {event_id: eventId}),
+                         await post('api/answer', {id: %d, label: 'star', labeler: 'alice'}),
+                         await fetch('api/answers.csv').then((r) => r.status)];
+               }""" % q[0], alice_event)
+        assert attempts == [403, 403, 403, 403]
+        bob.keyboard.press("3")  # bob answers the galaxy again: edge_on
+        bob.wait_for_function("document.getElementById('status').textContent.startsWith('saved')")
+        assert opinions() == [(q[0], "alice", "smooth"), (q[0], "bob", "edge_on")]
+
+        admin = browser.new_context(bypass_csp=True).new_page()
+        admin.goto(f"{live.url}/?token={tok['root']}")
+        admin.wait_for_function("document.getElementById('labeler').value == 'root (admin)'")
+        exported = admin.evaluate("fetch('api/answers.csv').then((r) => r.text())")
+        rows = [(r["id"], r["label"], r["labeler"]) for r in csv.DictReader(io.StringIO(exported))]
+        assert rows == [(str(q[0]), "smooth", "alice"), (str(q[0]), "edge_on", "bob")]
+    finally:
+        browser.close()
+        pw.stop()

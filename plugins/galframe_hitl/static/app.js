@@ -1,10 +1,25 @@
 // galframe labeling page: plain JavaScript, no build step.
+// Every string that comes from the data or the store is put on the page as text (textContent,
+// attributes), never parsed as HTML.
 "use strict";
 
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
+if (token) {  // the server answered the link with an HttpOnly cookie: keep the token out of the address bar
+  params.delete("token");
+  history.replaceState(null, "", location.pathname + (params.toString() ? `?${params}` : ""));
+}
 const $ = (id) => document.getElementById(id);
-const state = { round: null, classes: [], bands: [], queue: [], index: 0, view: "rgb", detail: null, busy: false };
+const state = { round: null, classes: [], bands: [], queue: [], index: 0, view: "rgb", detail: null, busy: false,
+  me: { mode: "single", labeler: null, role: null } };
+
+// an element with text content (and optional class), built without HTML parsing
+function el(tag, text, className) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (className) e.className = className;
+  return e;
+}
 
 function headers(json) {
   const h = {};
@@ -25,10 +40,40 @@ async function api(path, body) {
 }
 
 function labeler() {
+  if (state.me.mode === "team") return state.me.labeler;
   const name = $("labeler").value.trim() || "anonymous";
   localStorage.setItem("galframe-labeler", name);
   return name;
 }
+
+// who the page is signed in as; in team mode the server attributes every answer to that labeler
+async function signIn() {
+  const me = await api("api/me");
+  state.me = me;
+  const box = $("labeler");
+  if (me.mode === "team") {
+    $("login").hidden = me.labeler !== null;
+    $("logout").hidden = me.labeler === null;
+    box.readOnly = true;
+    box.value = me.labeler === null ? "" : me.labeler + (me.role === "admin" ? " (admin)" : "");
+  }
+  return me.mode === "single" || me.labeler !== null;
+}
+
+$("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    await api("api/login", { token: $("token-input").value.trim() });
+    $("token-input").value = "";
+    if (await signIn()) act(() => loadState(false));
+  } catch (e) {
+    status(`not signed in: ${e.message}`, "error");
+  }
+});
+$("logout").addEventListener("click", async () => {
+  await api("api/logout", {});
+  location.reload();
+});
 
 function status(text, kind) {
   const el = $("status");
@@ -42,11 +87,14 @@ function requestId() {
 
 function current() { return state.queue[state.index]; }
 
+// the next galaxy still to answer: one nobody answered (single-user mode), or one you did not (team mode)
+function isOpen(q) { return (state.me.mode === "team" ? q.mine : q.answer) == null; }
+
 function firstOpen(from) {
   const n = state.queue.length;
   for (let k = 0; k < n; k++) {
     const i = (from + k) % n;
-    if (state.queue[i].answer === null) return i;
+    if (isOpen(state.queue[i])) return i;
   }
   return -1;
 }
@@ -76,18 +124,18 @@ async function loadState(keepPosition) {
 
 function drawControls() {
   const box = $("classes");
-  box.innerHTML = "";
+  box.replaceChildren();
   state.classes.forEach((c, i) => {
-    const b = document.createElement("button");
-    b.className = "class";
+    const b = el("button", null, "class");
     b.dataset.label = c;
-    b.innerHTML = i < 9 ? `<kbd>${i + 1}</kbd> ${c}` : (i === 9 ? `<kbd>0</kbd> ${c}` : c);
+    if (i < 10) b.append(el("kbd", i < 9 ? i + 1 : 0), " ");
+    b.append(c);  // a text node: a class name is never HTML
     b.addEventListener("click", () => answer(c));
     box.appendChild(b);
   });
   state.classButtons = true;
   const bands = $("bands");
-  bands.innerHTML = "";
+  bands.replaceChildren();
   for (const v of ["rgb", ...state.bands]) {
     const b = document.createElement("button");
     b.textContent = v;
@@ -108,11 +156,11 @@ function drawStamp() {
 
 function drawQueue() {
   const box = $("queue");
-  box.innerHTML = "";
+  box.replaceChildren();
   state.queue.forEach((q, i) => {
     const s = document.createElement("span");
     s.className = (q.answer === null ? "" : (q.answer === "skip" ? "skip" : "label")) + (i === state.index ? " current" : "");
-    s.title = `#${q.id}` + (q.answer ? ` → ${q.answer} (${q.labeler})` : "");
+    s.title = `#${q.id}` + (q.answer ? ` → ${q.answer} (${q.labeler})` : "") + (q.mine ? ` · yours: ${q.mine}` : "");
     s.addEventListener("click", () => show(i));
     box.appendChild(s);
   });
@@ -129,7 +177,8 @@ async function show(i) {
   const d = await api(`api/object/${item.id}`);
   if (current() !== item) return;  // the person moved on meanwhile
   state.detail = d;
-  $("answer-now").textContent = d.answer ? `answered: ${d.answer}` : "";
+  $("answer-now").textContent = (d.answer ? `answered: ${d.answer}` : "") +
+    (d.mine && d.mine !== d.answer ? ` (yours: ${d.mine})` : "");
   for (const b of $("classes").children) b.classList.toggle("chosen", b.dataset.label === d.answer);
   drawModel(d.info || {});
 }
@@ -137,27 +186,37 @@ async function show(i) {
 function drawModel(info) {
   const probs = info.probs || {};
   const table = $("probs");
-  table.innerHTML = "";
+  table.replaceChildren();
   const top = Object.keys(probs).reduce((a, b) => (probs[a] >= probs[b] ? a : b), null);
   for (const c of state.classes) {
-    const p = probs[c];
-    const tr = document.createElement("tr");
-    if (c === top) tr.className = "top";
-    tr.innerHTML = `<td>${c}</td><td><div class="bar"><div style="width:${((p || 0) * 100).toFixed(1)}%"></div></div></td>` +
-      `<td>${p === undefined ? "–" : p.toFixed(3)}</td>`;
+    const p = typeof probs[c] === "number" ? probs[c] : undefined;
+    const tr = el("tr", null, c === top ? "top" : "");
+    const fill = el("div");
+    fill.style.width = `${((p || 0) * 100).toFixed(1)}%`;
+    const bar = el("div", null, "bar");
+    bar.appendChild(fill);
+    const cell = el("td");
+    cell.appendChild(bar);
+    tr.append(el("td", c), cell, el("td", p === undefined ? "–" : p.toFixed(3)));
     table.appendChild(tr);
   }
   const parts = [];
-  if (info.entropy !== undefined) parts.push(`entropy ${info.entropy.toFixed(3)} nats`);
-  if (info.margin !== undefined) parts.push(`margin ${info.margin.toFixed(3)}`);
-  if (info.bald !== undefined) parts.push(`BALD ${info.bald.toFixed(3)}`);
+  const num = (x) => typeof x === "number";
+  if (num(info.entropy)) parts.push(`entropy ${info.entropy.toFixed(3)} nats`);
+  if (num(info.margin)) parts.push(`margin ${info.margin.toFixed(3)}`);
+  if (num(info.bald)) parts.push(`BALD ${info.bald.toFixed(3)}`);
   if (info.score !== undefined && info.score !== null) parts.push(`acquisition score ${Number(info.score).toFixed(3)}`);
   $("uncertainty").textContent = parts.join(" · ");
   const nb = $("neighbours");
-  nb.innerHTML = "";
+  nb.replaceChildren();
   for (const n of info.neighbours || []) {
-    const f = document.createElement("figure");
-    f.innerHTML = `<img src="${stampUrl(n.id, "rgb")}" alt="#${n.id}"><figcaption>${n.label || "(undone)"}<br>#${n.id}</figcaption>`;
+    const f = el("figure");
+    const img = el("img");
+    img.src = stampUrl(n.id, "rgb");
+    img.alt = `#${n.id}`;
+    const cap = el("figcaption", n.label || "(undone)");
+    cap.append(el("br"), `#${n.id}`);
+    f.append(img, cap);
     nb.appendChild(f);
   }
   if (!(info.neighbours || []).length) nb.textContent = "none labelled yet";
@@ -178,12 +237,14 @@ function answer(label) {
   return act(async () => {
     const item = current();
     if (!item) return;
-    const body = { id: item.id, labeler: labeler(), request_id: requestId() };
+    const body = { id: item.id, request_id: requestId() };
+    if (state.me.mode === "single") body.labeler = labeler();
     if (label === null) body.skip = true; else body.label = label;
     try {
       const r = await api("api/answer", body);
       item.answer = label === null ? "skip" : label;
-      item.labeler = body.labeler;
+      item.labeler = labeler();
+      item.mine = item.answer;
       status(`saved #${item.id} → ${item.answer}`, "ok");
       setProgress(r.progress);
       const next = firstOpen(state.index + 1);
@@ -197,7 +258,9 @@ function answer(label) {
 function undo() {
   return act(async () => {
     try {
-      const r = await api("api/undo", { labeler: labeler(), request_id: requestId() });
+      const body = { request_id: requestId() };
+      if (state.me.mode === "single") body.labeler = labeler();
+      const r = await api("api/undo", body);
       setProgress(r.progress);
       await loadState(false);
       const i = state.queue.findIndex((q) => q.id === r.undone.object_id);
@@ -239,5 +302,8 @@ $("prev").addEventListener("click", () => show(state.index - 1));
 $("labeler").value = params.get("labeler") || localStorage.getItem("galframe-labeler") || "anonymous";
 
 // other labelers answer too, and a new round appears when the model has retrained
-setInterval(() => { if (!state.busy) act(() => loadState(true)); }, 5000);
-act(() => loadState(false).catch((e) => status(`cannot load: ${e.message}`, "error")));
+setInterval(() => {
+  if (!state.busy && (state.me.mode === "single" || state.me.labeler !== null)) act(() => loadState(true));
+}, 5000);
+act(() => signIn().then((ok) => (ok ? loadState(false) : status("sign in to label", "error")))
+  .catch((e) => status(`cannot load: ${e.message}`, "error")));

@@ -76,3 +76,35 @@ def test_aggregating_the_answers_in_a_label_store(tmp_path) -> None:
     assert kappas[("ann", "ben")] == (pytest.approx(1.0), 6) and kappas[("ann", "cat")][0] < 0
     with pytest.raises(ValueError, match="one of"):
         aggregate_store(store, "mean")
+
+
+def test_aggregated_exports(tmp_path) -> None:
+    import csv
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.test_hitl_web import Live
+
+    store = queued_store(tmp_path / "labels.sqlite", ids=range(3))
+    for name, labels in (("ann", [0, 1, 2]), ("ben", [0, 1, 2]), ("cat", [5, 5, 5])):
+        store.answer_many([(i, CLASSES[c]) for i, c in enumerate(labels)], name, round=1)
+    out = tmp_path / "ds.csv"
+    res = subprocess.run([sys.executable, "-m", "galframe_hitl.store", "export", str(store.path), str(out),
+                          "--aggregate", "dawid_skene"], capture_output=True, text=True)
+    assert res.returncode == 0 and "Wrote 3 labels" in res.stdout, res.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["id"], r["label"], r["labeler"]) for r in rows] == [("0", "smooth", "dawid_skene"),
+                                                                   ("1", "featured_disk", "dawid_skene"),
+                                                                   ("2", "edge_on", "dawid_skene")]
+    assert len(list(csv.DictReader(store.export_csv(tmp_path / "o.csv", opinions=True).open()))) == 9
+    live = Live(store)
+    try:
+        text = httpx.get(f"{live.url}/api/labels.csv", params={"aggregate": "majority"}).text
+        assert [r["label"] for r in csv.DictReader(text.splitlines())] == ["smooth", "featured_disk", "edge_on"]
+        latest = httpx.get(f"{live.url}/api/labels.csv").text
+        assert [r["label"] for r in csv.DictReader(latest.splitlines())] == ["star"] * 3
+        assert httpx.get(f"{live.url}/api/labels.csv", params={"aggregate": "mean"}).status_code == 422
+    finally:
+        live.close()

@@ -31,7 +31,8 @@ Command line (CSV import / export)::
     python -m galframe_hitl.store export labels.sqlite history.csv --history
     python -m galframe_hitl.store import labels.sqlite more.csv --labeler alice
     python -m galframe_hitl.store summary labels.sqlite
-    python -m galframe_hitl.store labelers labels.sqlite add alice [--admin]   # prints alice's token
+    python -m galframe_hitl.store export labels.sqlite labels.csv --aggregate dawid_skene   # several labelers
+    python -m galframe_hitl.store export labels.sqlite answers.csv --opinions  # every labeler's answer in force
 
 Exported CSV cells that start with ``= + - @``, a tab or a carriage return get a leading ``'`` so a
 spreadsheet shows them as text instead of running them as formulas.
@@ -626,9 +627,12 @@ class LabelStore:
         return None if rows[0][0] is None else int(rows[0][0])
 
     # -- CSV -------------------------------------------------------------------
-    def export_csv(self, path: Union[str, Path], history: bool = False) -> Path:
+    def export_csv(self, path: Union[str, Path], history: bool = False, aggregate: Optional[str] = None,
+                   opinions: bool = False) -> Path:
         """Current labels as ``id,label,labeler,timestamp,round,model_version`` (readable as ``data.labels``),
-        or with ``history`` every event."""
+        or with ``history`` every event, with ``opinions`` every labeler's answer in force, with
+        ``aggregate`` (``majority`` or ``dawid_skene``) one label per object combined from all labelers'
+        answers (labeler column: the method; timestamp, round and version of the latest answer)."""
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -641,10 +645,30 @@ class LabelStore:
                                              _blank(a.round), a.model_version or "", _blank(a.undoes)]))
             else:
                 writer.writerow(EXPORT_COLUMNS)
-                for a in self.current():
+                for a in self.exported(aggregate, opinions):
                     writer.writerow(export_row(a))
         tmp.replace(path)
         return path
+
+    def exported(self, aggregate: Optional[str] = None, opinions: bool = False) -> list[Answer]:
+        """The rows of a labels export (see :meth:`export_csv`)."""
+        if opinions:
+            return self.opinions()
+        if aggregate in (None, "latest"):
+            return self.current()
+        from dataclasses import replace
+
+        from galframe_hitl.aggregate import aggregate_store
+
+        try:
+            combined = aggregate_store(self, aggregate)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        latest: dict[int, Answer] = {}
+        for a in self.opinions():  # ordered by object, then labeler: keep each object's newest answer
+            if a.object_id not in latest or a.event_id > latest[a.object_id].event_id:
+                latest[a.object_id] = a
+        return [replace(latest[i], label=label, labeler=str(aggregate)) for i, label in sorted(combined.items())]
 
     def import_csv(self, path: Union[str, Path], labeler: Optional[str] = None) -> int:
         """Add the labels of a CSV (columns ``id``, ``label``, optional ``labeler``, ``round``) as new events.
@@ -801,7 +825,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("export", help="write the labels in force (or, with --history, every event) to a CSV")
     p.add_argument("store")
     p.add_argument("csv")
-    p.add_argument("--history", action="store_true")
+    p.add_argument("--history", action="store_true", help="every event, undos included")
+    p.add_argument("--opinions", action="store_true", help="every labeler's answer in force (several rows per object)")
+    p.add_argument("--aggregate", choices=("latest", "majority", "dawid_skene"), default=None,
+                   help="one label per object from every labeler's answer (default: the latest answer)")
     p = sub.add_parser("import", help="add the labels of a CSV (id,label[,labeler,round]) to the store")
     p.add_argument("store")
     p.add_argument("csv")
@@ -814,8 +841,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise DataError(f"{args.store}: label store not found.")
         store = LabelStore(args.store)
         if args.cmd == "export":
-            out = store.export_csv(args.csv, history=args.history)
-            n = store.count_events() if args.history else len(store.current())
+            out = store.export_csv(args.csv, history=args.history, aggregate=args.aggregate, opinions=args.opinions)
+            n = sum(1 for _ in out.open()) - 1
             print(f"Wrote {n} {'events' if args.history else 'labels'} to {out}")
         elif args.cmd == "import":
             n = store.import_csv(args.csv, labeler=args.labeler)

@@ -34,7 +34,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -559,10 +559,10 @@ def create_app(
         return {"events": events[-min(limit, 1000):]}
 
     @app.get("/api/labels.csv")
-    def labels_csv(request: Request) -> Any:
-        """The label in force per galaxy (the latest answer not undone)."""
+    def labels_csv(request: Request, aggregate: Literal["latest", "majority", "dawid_skene"] = "latest") -> Any:
+        """One label per galaxy: the latest answer not undone, or every labeler's answers combined."""
         admin_only(request, "the export")
-        return PlainTextResponse(csv_text(db.current()), media_type="text/csv")
+        return PlainTextResponse(csv_text(db.exported(aggregate)), media_type="text/csv")
 
     @app.get("/api/answers.csv")
     def answers_csv(request: Request) -> Any:

@@ -140,6 +140,56 @@ class Task(nn.Module):
         return []
 
 
+class Pretext(nn.Module):
+    """Base class of every pretext-objective plugin (entry point ``pretext.<name>``).
+
+    A pretext objective teaches a backbone without labels: ``galframe pretrain`` builds the
+    objectives ``pretrain.objectives`` names (each with a ``weight``; weight 0 leaves it out),
+    sums their weighted losses and trains the backbone on the sum.  An objective may own modules
+    of its own (projection heads, an EMA teacher); parameters that require gradients are trained
+    with the backbone, the others (a teacher) are moved by :meth:`after_step`.
+
+    ``batch["image"]`` is the observed flux (nanomaggies), already augmented with the data's
+    geometric augmentation; ``scaling`` maps flux to network input.  An objective must not read
+    labels or truth columns; ``requires_for`` names any other batch key it needs (``clean`` for
+    restoration to noise-free simulations).
+    """
+
+    kind: ClassVar[str] = "pretext"
+
+    def __init__(self, backbone: Backbone, data: DataInfo, scaling: Any, **cfg: Any) -> None:
+        super().__init__()
+        self.data = data
+        # a plain attribute, not a submodule: the backbone belongs to the pretrainer
+        object.__setattr__(self, "_backbone", backbone)
+        object.__setattr__(self, "_scaling", scaling)
+
+    @property
+    def backbone(self) -> Backbone:
+        return self._backbone
+
+    @property
+    def scaling(self) -> Any:
+        return self._scaling
+
+    @classmethod
+    def requires_for(cls, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """Batch keys besides ``image`` and ``noise_sigma`` an objective built with ``options`` reads."""
+        return ()
+
+    def loss(self, batch: dict[str, Any], generator: torch.Generator, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
+        """(loss, values to log) for a training batch; ``progress`` runs from 0 to 1 over the run."""
+        raise NotImplementedError
+
+    def after_step(self, progress: float) -> None:
+        """Called after every optimiser step (EMA teachers move here)."""
+
+    @torch.no_grad()
+    def monitors(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Values logged on validation batches (collapse monitors, validation losses)."""
+        return {}
+
+
 @dataclass(frozen=True)
 class Command:
     """A ``galframe <name>`` sub-command contributed by a plugin (entry point ``command.<name>``).

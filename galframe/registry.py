@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 from galframe.errors import ConfigError, PluginError, closest, did_you_mean
 
 GROUP = "galframe.plugins"
-KINDS = ("backbone", "task", "acquisition", "reader", "scaling", "oracle", "command")
+KINDS = ("backbone", "task", "pretext", "acquisition", "reader", "oracle", "command")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""`galframe pretrain`: teach the LVM to restore masked, degraded galaxy images (no labels).
+"""`galframe pretrain`: teach the LVM without labels, by the pretext objectives ``pretrain.objectives``
+selects (plugins of kind ``pretext``, see :mod:`galframe_lvm.pretext`): masked restoration
+(``restore``, below) and DINO/iBOT self-distillation (``distill``), each with a weight.
+
+The restoration objective:
 
 Each training batch, in calibrated flux, is augmented (rotations, flips, shifts from
 ``data.augment``), degraded (extra sky noise and PSF blur, each on a random part of the batch),
@@ -27,7 +31,6 @@ baselines, identity (output = the masked, degraded input) and zero (output = 0):
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from pathlib import Path
@@ -41,16 +44,15 @@ from galframe.api import DataInfo
 from galframe.data.augment import augment_batch
 from galframe.data.scaling import build_scaling
 from galframe.errors import ConfigError, DataError, check_choice
-from galframe_lvm import corrupt
+from galframe_lvm.pretext import MaskedRestoration
 
-TARGETS = ("clean", "input")
-LOSS_ON = ("all", "masked")
 DEFAULTS: dict[str, Any] = {
-    "target": "clean",
-    "mask": {"ratio": 0.5, "patch_size": 8},
-    "loss_on": "all",
-    "noise": {"prob": 0.5, "factor": [0.0, 1.0]},
-    "blur": {"prob": 0.3, "profile": "mixed", "fwhm": [0.3, 1.0], "beta": 3.5},
+    # the restoration objective's settings (pretext.restore), kept at the top level of pretrain:
+    **json.loads(json.dumps(MaskedRestoration.DEFAULTS)),
+    # which pretext objectives train the backbone, each with a weight (0 = not built) and its options
+    "objectives": {"restore": {"weight": 1.0}, "distill": {"weight": 0.0}},
+    # label-free run, labelled monitor: kNN accuracy of the embedding on the validation split, when it has labels
+    "knn": {"every_n_epochs": 1, "max_objects": 2000, "k": 20},
     "warmup_steps": 200,
     "min_lr_ratio": 0.01,
     "sample_every_n_epochs": 1,
@@ -62,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "zoo_name": None,
     "reuse": False,
 }
+RESTORE_KEYS = ("target", "mask", "loss_on", "noise", "blur")
 
 
 def pretrain_settings(cfg: Optional[Mapping[str, Any]]) -> dict:
@@ -76,71 +79,88 @@ def pretrain_settings(cfg: Optional[Mapping[str, Any]]) -> dict:
                 f"pretrain has no option '{key}'." + (f" Did you mean '{best}'?" if best else "")
                 + f" Its options: {', '.join(sorted(DEFAULTS))}."
             )
-        if isinstance(DEFAULTS[key], dict) and isinstance(value, Mapping):
+        if key == "objectives" and isinstance(value, Mapping):
+            for name, opts in dict(value).items():
+                out["objectives"][str(name)] = {**out["objectives"].get(str(name), {}), **dict(opts or {})}
+        elif isinstance(DEFAULTS[key], dict) and isinstance(value, Mapping):
             out[key].update(dict(value))
         else:
             out[key] = value
-    check_choice("pretrain.target", str(out["target"]), TARGETS)
-    check_choice("pretrain.loss_on", str(out["loss_on"]), LOSS_ON)
     check_choice("pretrain.heldout_split", str(out["heldout_split"]), ("test", "val"))
+    if not objective_specs(out):
+        raise ConfigError("pretrain.objectives gives every objective weight 0: nothing to train "
+                          "(e.g. pretrain.objectives.restore.weight=1).")
     return out
 
 
+def objective_specs(settings: Mapping[str, Any]) -> dict[str, tuple[float, dict]]:
+    """name -> (weight, options) of every objective with a non-zero weight."""
+    specs = {}
+    for name, opts in dict(settings["objectives"]).items():
+        opts = dict(opts or {})
+        weight = float(opts.pop("weight", 1.0))
+        if weight == 0:
+            continue
+        if name == "restore":
+            opts = {**{k: settings[k] for k in RESTORE_KEYS}, **opts}
+        specs[str(name)] = (weight, opts)
+    return specs
+
+
+def objective_requires(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    from galframe import registry
+
+    keys: set[str] = set()
+    for name, (_, opts) in objective_specs(settings).items():
+        keys.update(registry.load("pretext", name).requires_for(opts))
+    return tuple(sorted(keys))
+
+
 class LVMPretrainer(pl.LightningModule):
-    """A decoder backbone trained to restore masked, degraded images.  ``config``: a plain dict."""
+    """A backbone trained by the weighted sum of pretext objectives (plugins).  ``config``: a plain dict."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
         self.save_hyperparameters({"config": dict(config)})
         cfg = self.hparams["config"]
+        from galframe import registry
         from galframe.model import build_backbone, data_info_from
 
         self.data_info = data_info_from(cfg["data_info"])
         self.bands = list(self.data_info.bands)
         self.scaling = build_scaling(cfg.get("scaling") or {"name": "asinh"}, self.bands)
         self.backbone = build_backbone(cfg["backbone"], self.data_info)
-        name = cfg["backbone"]["plugin"]
-        if not getattr(self.backbone, "has_decoder", False):
-            raise ConfigError(f"pretraining restores images: backbone '{name}' has no decoder (use backbone=lvm_tiny ...).")
         self.settings = pretrain_settings(cfg.get("pretrain"))
-        self.token_mask = "mask" in inspect.signature(self.backbone.forward).parameters
-        patch = int(getattr(self.backbone, "arch", {}).get("patch_size", 0)) if self.token_mask else None
-        self.mask_ratio, self.mask_patch = corrupt.check_mask_cfg(self.settings["mask"], self.data_info.image_size, patch)
-        if self.settings["loss_on"] == "masked" and self.mask_ratio == 0:
-            raise ConfigError("pretrain.loss_on=masked needs pretrain.mask.ratio > 0.")
+        self.objectives = torch.nn.ModuleDict()
+        self.weights: dict[str, float] = {}
+        for name, (weight, opts) in objective_specs(self.settings).items():
+            self.objectives[name] = registry.build("pretext", name, opts, backbone=self.backbone, data=self.data_info,
+                                                   scaling=self.scaling)
+            self.weights[name] = weight
         augment = dict(cfg.get("augment") or {})
         augment.pop("noise", None)  # pretraining draws its own degradations
         self.augment = augment
         self.seed = int(cfg.get("seed", 0))
 
-    # -- the corruption -> restoration pipeline ------------------------------
-    def corrupt(self, batch: Mapping[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """Scaled network input (degraded), target, mask and the masked input shown to the identity baseline."""
-        flux = batch["image"]
-        truth = batch["clean"] if self.settings["target"] == "clean" else flux
-        degraded = corrupt.blur(flux, self.settings["blur"], self.data_info.pixel_scale, gen)
-        degraded = corrupt.add_noise(degraded, batch.get("noise_sigma"), self.settings["noise"], gen)
-        x = self.scaling(degraded)
-        grid = self.data_info.image_size // self.mask_patch
-        mask = corrupt.random_mask(flux.shape[0], grid, self.mask_ratio, gen, device=flux.device)
-        pixmask = mask.repeat_interleave(self.mask_patch, 1).repeat_interleave(self.mask_patch, 2)[:, None].to(x.dtype)
-        return {"x": x, "target": self.scaling(truth), "mask": mask, "pixmask": pixmask, "masked_input": x * (1 - pixmask)}
+    @property
+    def restoration(self) -> Optional[Any]:
+        """The restoration objective, if this run has one (held-out L1 and sample pictures need it)."""
+        return self.objectives["restore"] if "restore" in self.objectives else None
 
-    def restore(self, x: torch.Tensor, mask: torch.Tensor, pixmask: torch.Tensor) -> torch.Tensor:
-        if self.token_mask:
-            features = self.backbone(x, decode=True, mask=mask)
-        else:
-            features = self.backbone(x * (1 - pixmask), decode=True)
-        return features.decoded
-
-    def l1(self, out: torch.Tensor, target: torch.Tensor, pixmask: torch.Tensor) -> torch.Tensor:
-        err = (out - target).abs()
-        if self.settings["loss_on"] == "masked":
-            return (err * pixmask).sum() / (pixmask.sum() * err.shape[1]).clamp_min(1.0)
-        return err.mean()
+    def export_backbone(self) -> Any:
+        """The backbone whose weights are saved: a self-distillation teacher when there is one (the EMA
+        weights are the better features), else the trained backbone."""
+        if "distill" in self.objectives:
+            return self.objectives["distill"].teacher["backbone"]
+        return self.backbone
 
     def _generator(self, *key: int) -> torch.Generator:
         return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]))
+
+    def progress(self) -> float:
+        trainer = self._trainer
+        total = max(int(trainer.estimated_stepping_batches), 1) if trainer is not None else 1
+        return min(float(self.global_step) / total, 1.0)
 
     # -- Lightning hooks -------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
@@ -155,21 +175,36 @@ class LVMPretrainer(pl.LightningModule):
         torch.manual_seed(self.seed * 7919 + int(self.global_step))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        c = self.corrupt(batch, self._generator(1, int(self.global_step)))
-        out = self.restore(c["x"], c["mask"], c["pixmask"])
-        loss = self.l1(out, c["target"], c["pixmask"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=out.shape[0])
-        return loss
+        progress = self.progress()
+        total = None
+        bs = batch["image"].shape[0]
+        for k, (name, objective) in enumerate(self.objectives.items()):
+            loss, logs = objective.loss(batch, self._generator(1, int(self.global_step), k), progress)
+            total = self.weights[name] * loss if total is None else total + self.weights[name] * loss
+            for key, value in logs.items():
+                self.log(f"train/{key}", value, batch_size=bs)
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        return total
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        progress = self.progress()
+        for objective in self.objectives.values():
+            objective.after_step(progress)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        c = self.corrupt(batch, self._generator(2, batch_idx))
-        out = self.restore(c["x"], c["mask"], c["pixmask"])
-        bs = out.shape[0]
-        self.log("val/loss", self.l1(out, c["target"], c["pixmask"]), prog_bar=True, batch_size=bs)
-        err = (out - c["target"]).abs()
-        masked = (err * c["pixmask"]).sum() / (c["pixmask"].sum() * err.shape[1]).clamp_min(1.0)
-        self.log("val/l1", err.mean(), batch_size=bs)
-        self.log("val/l1_masked", masked, batch_size=bs)
+        bs = batch["image"].shape[0]
+        total = None
+        for k, (name, objective) in enumerate(self.objectives.items()):
+            values = objective.monitors(batch, self._generator(2, batch_idx, k))
+            for key, value in values.items():
+                if "/" in key:  # an objective's own loss, e.g. restore/loss
+                    self.log(f"val/{key}", value, batch_size=bs)
+                    if key.endswith("/loss"):
+                        total = self.weights[name] * value if total is None else total + self.weights[name] * value
+                else:
+                    self.log(f"val/{key}", value, batch_size=bs, prog_bar=key in ("l1", "effective_rank"))
+        if total is not None:
+            self.log("val/loss", total, prog_bar=True, batch_size=bs)
 
     def configure_optimizers(self) -> Any:
         from hydra.utils import instantiate
@@ -202,6 +237,7 @@ class LVMPretrainer(pl.LightningModule):
     @torch.no_grad()
     def heldout_l1(self, loader: Any, limit: Optional[int] = None) -> dict[str, float]:
         """L1 (scaled units) of the model and of the identity and zero baselines, on all / masked / visible pixels."""
+        rest = self.restoration
         was_training = self.training
         self.eval()
         sums: dict[str, float] = {}
@@ -211,8 +247,8 @@ class LVMPretrainer(pl.LightningModule):
             if limit is not None and seen >= limit:
                 break
             batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            c = self.corrupt(batch, self._generator(3, i))
-            out = self.restore(c["x"], c["mask"], c["pixmask"])
+            c = rest.corrupt(batch, self._generator(3, i))
+            out = rest.restore(c["x"], c["mask"], c["pixmask"])
             m = c["pixmask"].expand_as(out)
             regions = {"all": torch.ones_like(m), "masked": m, "visible": 1 - m}
             for region, w in regions.items():
@@ -245,8 +281,9 @@ class LVMPretrainer(pl.LightningModule):
         was_training = self.training
         self.eval()
         batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        c = self.corrupt(batch, self._generator(4, 0))
-        out = self.restore(c["x"], c["mask"], c["pixmask"])
+        rest = self.restoration
+        c = rest.corrupt(batch, self._generator(4, 0))
+        out = rest.restore(c["x"], c["mask"], c["pixmask"])
         if was_training:
             self.train()
         rows = {
@@ -292,6 +329,58 @@ class SampleGrid(pl.Callback):
         title = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
         self.written.append(pl_module.sample_grid(self.batch, path, title))
         log_image(trainer.logger, path, trainer.global_step)
+
+
+class KnnMonitor(pl.Callback):
+    """Each ``every_n_epochs``: leave-one-out kNN accuracy of the exported backbone's embedding on up to
+    ``max_objects`` of the validation split, when its catalog has classes.  A monitor for people
+    (is the embedding learning morphology?); it never selects a checkpoint or touches training."""
+
+    def __init__(self, dataset: Any, labels: np.ndarray, every: int, k: int) -> None:
+        self.dataset, self.labels, self.every, self.k = dataset, labels, int(every), int(k)
+        self.history: list[dict] = []
+
+    @classmethod
+    def for_data(cls, dm: Any, cfg: Mapping[str, Any]) -> Optional["KnnMonitor"]:
+        every = int(cfg.get("every_n_epochs") or 0)
+        val = dm.splits.get("val")
+        if every <= 0 or val is None or len(val) < 10 or "class" not in val.columns:
+            return None
+        n = min(int(cfg.get("max_objects") or len(val)), len(val))
+        ds = dm.dataset("val")
+        labels = np.array(val["class"].to_numpy()[:n])
+        if (labels < 0).all():
+            return None
+        return cls(torch.utils.data.Subset(ds, range(n)), labels, every, int(cfg.get("k", 20)))
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: "LVMPretrainer") -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or (trainer.current_epoch + 1) % self.every:
+            return
+        from torch.utils.data import DataLoader
+
+        from galframe.data.datamodule import collate
+
+        net = pl_module.export_backbone()
+        was = net.training
+        net.eval()
+        feats = []
+        for batch in DataLoader(self.dataset, batch_size=256, collate_fn=collate):
+            feats.append(net(pl_module.scaling(batch["image"].to(pl_module.device))).embedding.float().cpu())
+        net.train(was)
+        z = torch.nn.functional.normalize(torch.cat(feats), dim=1)
+        y = torch.as_tensor(self.labels).long()
+        keep = y >= 0
+        z, y = z[keep], y[keep]
+        sim = z @ z.T
+        sim.fill_diagonal_(-2.0)
+        k = min(self.k, len(y) - 1)
+        top = sim.topk(k, dim=1)
+        votes = torch.zeros(len(y), int(y.max()) + 1)
+        votes.scatter_add_(1, y[top.indices], torch.exp(top.values / 0.07))
+        acc = float((votes.argmax(1) == y).float().mean())
+        self.history.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "accuracy": acc})
+        pl_module.log("val/knn_accuracy", acc)
 
 
 def log_image(logger: Any, path: Path, step: Optional[int] = None) -> None:
@@ -365,7 +454,7 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
 
     trainer_cfg = dict(cfg["trainer"])
     progress = trainer_cfg.pop("progress_bar", "rich")
-    requires = ("clean",) if settings["target"] == "clean" else ()
+    requires = objective_requires(settings)
     dm = GalaxyDataModule(cfg["data"], requires=requires, progress=bool(progress))
     try:
         info = dm.info()
@@ -388,7 +477,8 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     checkpoint = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
         filename="best",
-        monitor="val/loss" if has_val and not every_steps else None,
+        # a best checkpoint only where the validation loss is the whole objective (restoration alone)
+        monitor="val/loss" if has_val and not every_steps and list(model.objectives) == ["restore"] else None,
         mode="min",
         save_last=True,
         save_top_k=1,
@@ -400,7 +490,12 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     samples = _collate_first(dm.dataset(heldout_split), int(settings["n_samples"]))
     grid = SampleGrid(samples, run_dir, int(settings["sample_every_n_epochs"] or 0))
     logger = build_logger(cfg, run_dir)
-    cbs: list[Any] = [checkpoint, grid, *callbacks]
+    cbs: list[Any] = [checkpoint, *callbacks]
+    if model.restoration is not None:
+        cbs.append(grid)
+    knn = KnnMonitor.for_data(dm, settings["knn"])
+    if knn is not None:
+        cbs.append(knn)
     if logger:
         cbs.append(LearningRateMonitor(logging_interval="step"))
     cbs += progress_callbacks(progress)
@@ -424,25 +519,32 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     limit = settings["heldout_max"]
     if trainer_cfg.get("fast_dev_run"):
         limit = 1
-    metrics = model.heldout_l1(dm._loader(heldout_split, train=False), None if limit is None else int(limit))
+    metrics: dict[str, float] = {}
+    if model.restoration is not None:
+        metrics = model.heldout_l1(dm._loader(heldout_split, train=False), None if limit is None else int(limit))
+        final = model.sample_grid(samples, run_dir / "samples.png", f"final, step {trainer.global_step}")
+        log_image(trainer.logger, final, trainer.global_step)
+    if knn is not None and knn.history:
+        metrics["knn/accuracy"] = knn.history[-1]["accuracy"]
+        (run_dir / "knn.json").write_text(json.dumps(knn.history, indent=2))
     metrics["global_step"] = float(trainer.global_step)
-    final = model.sample_grid(samples, run_dir / "samples.png", f"final, step {trainer.global_step}")
-    log_image(trainer.logger, final, trainer.global_step)
-    weights = model.backbone.save_weights(
+    export = model.export_backbone()
+    weights = export.save_weights(
         run_dir / "weights" / str(settings["weights_name"]),
         scaling=cfg["data"].get("scaling"),
         extra={
             "pretrain": {
-                "target": settings["target"],
-                "mask": settings["mask"],
+                "objectives": {n: {"weight": w, **o} for n, (w, o) in objective_specs(settings).items()},
+                **({"target": settings["target"], "mask": settings["mask"]} if model.restoration is not None else {}),
                 "global_step": int(trainer.global_step),
                 "data": cfg["data"].get("name"),
                 "heldout": {k: v for k, v in metrics.items() if k.startswith("heldout/")},
             }
         },
-    ) if hasattr(model.backbone, "save_weights") else None
+    ) if hasattr(export, "save_weights") else None
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    print_table(metrics, settings["target"])
+    if model.restoration is not None:
+        print_table(metrics, settings["target"])
     if weights is not None:
         print(f"Weights: {weights} (use them with backbone.weights={weights})")
         if settings["zoo_name"]:
@@ -450,7 +552,8 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
 
             held = metrics.get("heldout/l1")
             add_to_zoo(weights, str(settings["zoo_name"]), f"galframe pretrain {cfg['backbone'].get('plugin')} "
-                       f"on {cfg['data'].get('name')}, {trainer.global_step} steps, held-out L1 {held}")
+                       f"({'+'.join(model.objectives)}) on {cfg['data'].get('name')}, {trainer.global_step} steps"
+                       + (f", held-out L1 {held}" if held is not None else ""))
             print(f"Registered in the local zoo as '{settings['zoo_name']}' (backbone.weights={settings['zoo_name']})")
     if trainer.logger and hasattr(trainer.logger, "experiment") and (cfg.get("logger") or {}).get("name") == "wandb":
         import wandb

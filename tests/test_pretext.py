@@ -1,0 +1,169 @@
+"""Pretext objectives (restore, distill): losses that fall, collapse monitors, sky-respecting views, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from galframe.api import DataInfo
+from galframe.data.scaling import build_scaling
+from galframe.errors import ConfigError
+from galframe.model import build_backbone
+
+BANDS = ("g", "r", "z")
+TINY = {"plugin": "lvm", "img_size": 32, "patch_size": 4, "embed_dim": 16, "depths": [1, 1, 1], "num_heads": [1, 2, 4]}
+
+
+def _parts():
+    info = DataInfo(bands=BANDS, image_size=32)
+    backbone = build_backbone(TINY, info)
+    scaling = build_scaling({"name": "asinh", "softening": {"g": 0.003, "r": 0.0065, "z": 0.017}}, list(BANDS))
+    return info, backbone, scaling
+
+
+def _galaxies(n: int = 16, size: int = 32, seed: int = 0) -> dict:
+    """Elliptical blobs of random size, flux, orientation and colour plus noise (flux units)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size) - size / 2, torch.arange(size) - size / 2, indexing="ij")
+    imgs = []
+    for _ in range(n):
+        r = 1.5 + 4 * torch.rand(1, generator=g)
+        q = 0.3 + 0.7 * torch.rand(1, generator=g)
+        a = math.pi * torch.rand(1, generator=g)
+        u = xx * torch.cos(a) + yy * torch.sin(a)
+        v = (-xx * torch.sin(a) + yy * torch.cos(a)) / q
+        prof = torch.exp(-torch.sqrt(u**2 + v**2) / r)
+        colour = 0.05 + 0.3 * torch.rand(3, 1, 1, generator=g)
+        imgs.append(colour * prof)
+    image = torch.stack(imgs)
+    sigma = torch.full((n, 3), 0.004)
+    return {"image": image + sigma[:, :, None, None] * torch.randn(image.shape, generator=g), "noise_sigma": sigma, "clean": image}
+
+
+def _train_steps(objective, params, batch, steps: int, lr: float = 3e-3) -> list[float]:
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    losses = []
+    for step in range(steps):
+        gen = torch.Generator().manual_seed(step % 2)  # two fixed draws of the views
+        loss, logs = objective.loss(batch, gen, step / steps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        objective.after_step(step / steps)
+        losses.append(float(loss))
+    return losses
+
+
+def test_restore_loss_falls_on_a_tiny_batch() -> None:
+    from galframe_lvm.pretext import MaskedRestoration
+
+    torch.manual_seed(0)
+    info, backbone, scaling = _parts()
+    objective = MaskedRestoration(backbone, info, scaling, target="clean")
+    assert MaskedRestoration.requires_for({"target": "clean"}) == ("clean",)
+    assert MaskedRestoration.requires_for({"target": "input"}) == ()
+    losses = _train_steps(objective, list(backbone.parameters()), _galaxies(), 20)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_distill_loss_falls_on_a_tiny_batch_and_trains_only_the_student() -> None:
+    from galframe_lvm.pretext import SelfDistillation
+
+    torch.manual_seed(0)
+    info, backbone, scaling = _parts()
+    # a fixed teacher (momentum 1): the student must learn to match it, so the loss falls
+    objective = SelfDistillation(backbone, info, scaling, out_dim=64, hidden_dim=64, bottleneck_dim=32,
+                                 mask={"ratio": 0.25}, momentum=[1.0, 1.0], teacher_temp=[0.07, 0.07])
+    assert SelfDistillation.requires_for({}) == ()  # the observed image alone: no clean image, no label
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    assert not any(p.requires_grad for p in objective.teacher.parameters())
+    assert all(not any(p is q for q in objective.teacher.parameters()) for p in backbone.parameters())
+    before = [p.detach().clone() for p in objective.teacher["backbone"].parameters()]
+    losses = _train_steps(objective, list(backbone.parameters()) + trainable, _galaxies(), 25, lr=1e-3)
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.05
+    assert all(torch.equal(a, b) for a, b in zip(before, objective.teacher["backbone"].parameters()))
+    # with momentum < 1 the teacher moves towards the student (EMA), without being optimised
+    objective.settings["momentum"] = [0.5, 0.5]
+    objective.after_step(0.5)
+    moved = [float((a - b).abs().max()) for a, b in zip(before, objective.teacher["backbone"].parameters())]
+    assert max(moved) > 0
+    student = dict(backbone.named_parameters())
+    for name, p in objective.teacher["backbone"].named_parameters():
+        expected = 0.5 * dict(zip([n for n, _ in backbone.named_parameters()], before))[name] + 0.5 * student[name].detach()
+        assert torch.allclose(p, expected, atol=1e-6), name
+
+
+def test_collapse_monitors_on_a_constant_encoder() -> None:
+    from galframe_lvm.pretext import effective_rank, teacher_entropy
+
+    constant = torch.ones(64, 32) * 0.3
+    assert float(effective_rank(constant)) == pytest.approx(1.0)
+    assert float(effective_rank(torch.randn(256, 16, generator=torch.Generator().manual_seed(0)))) > 12
+    # one prototype for everything: per-object and batch-mean entropies both ~0
+    peaked = torch.zeros(64, 100)
+    peaked[:, 3] = 50.0
+    per, mean = teacher_entropy(peaked, 0.04)
+    assert float(per) < 1e-3 and float(mean) < 1e-3
+    # uniform over prototypes: both log K
+    per, mean = teacher_entropy(torch.zeros(64, 100), 0.04)
+    assert float(per) == pytest.approx(math.log(100), rel=1e-4) and float(mean) == pytest.approx(math.log(100), rel=1e-4)
+
+    # the objective's own monitors on an encoder whose output ignores its input
+    from galframe_lvm.pretext import SelfDistillation
+
+    info, backbone, scaling = _parts()
+    objective = SelfDistillation(backbone, info, scaling, out_dim=32, hidden_dim=32, bottleneck_dim=16, mask={"ratio": 0.0})
+    for net in (backbone, objective.teacher["backbone"]):
+        for p in net.parameters():
+            torch.nn.init.zeros_(p)
+    values = objective.monitors(_galaxies(), torch.Generator().manual_seed(0))
+    assert float(values["effective_rank"]) == pytest.approx(1.0)
+    assert float(values["student_effective_rank"]) == pytest.approx(1.0)
+    assert float(values["teacher_entropy"]) == pytest.approx(float(values["teacher_mean_entropy"]), abs=1e-5)
+
+
+def test_sky_views_keep_flux_and_colour() -> None:
+    from galframe_lvm.pretext import VIEW_DEFAULTS, sky_views
+
+    batch = _galaxies(8, 32)
+    cfg = {**VIEW_DEFAULTS, "noise": {"prob": 0.0}, "gain": 0.0, "blur": {"prob": 0.0}, "scale": [1.0, 1.0]}
+    view = sky_views(batch["clean"], batch["noise_sigma"], cfg, 0.262, torch.Generator().manual_seed(1))
+    assert view.shape == batch["clean"].shape
+    flux_in, flux_out = batch["clean"].sum((2, 3)), view.sum((2, 3))
+    # rotations, flips and shifts move light around; they neither make nor lose it, nor change colour
+    assert torch.allclose(flux_out, flux_in, rtol=0.05)
+    assert torch.allclose(flux_out / flux_out.sum(1, keepdim=True), flux_in / flux_in.sum(1, keepdim=True), atol=0.01)
+    # small per-band gains: colours change by a few per cent at most
+    gained = sky_views(batch["clean"], None, {**cfg, "dihedral": False, "rotate_prob": 0.0, "shift": 0, "gain": 0.05},
+                       0.262, torch.Generator().manual_seed(2))
+    ratio = gained.sum((2, 3)) / flux_in
+    assert (ratio - 1).abs().max() < 0.3 and (ratio - 1).abs().max() > 0
+
+
+def test_distill_config_errors() -> None:
+    from galframe_lvm.pretext import SelfDistillation
+
+    info, backbone, scaling = _parts()
+    with pytest.raises(ConfigError, match="no option 'temperature'"):
+        SelfDistillation(backbone, info, scaling, temperature=0.1)
+    with pytest.raises(ConfigError, match="last stage's stride"):
+        SelfDistillation(backbone, info, scaling, mask={"ratio": 0.3, "patch_size": 4})
+
+
+def test_pretrain_with_distill_only_reads_no_clean_images(tiny_dataset, tmp_path) -> None:
+    """distill alone: label-free and clean-free; the teacher's weights are exported, kNN monitored."""
+    from tests.test_lvm import _pretrain
+
+    metrics = _pretrain(tiny_dataset, tmp_path / "d", "trainer.max_epochs=1", "logger=none",
+                        "pretrain.objectives.restore.weight=0", "pretrain.objectives.distill.weight=1",
+                        "pretrain.objectives.distill.out_dim=64", "pretrain.objectives.distill.symmetric=false")
+    assert "heldout/l1" not in metrics and 0.0 <= metrics["knn/accuracy"] <= 1.0
+    meta = json.loads((tmp_path / "d" / "weights" / "lvm.json").read_text())
+    assert list(meta["pretrain"]["objectives"]) == ["distill"]
+    history = json.loads((tmp_path / "d" / "knn.json").read_text())
+    assert history and history[-1]["epoch"] == 1
+    with pytest.raises(ConfigError, match="every objective weight 0"):
+        _pretrain(tiny_dataset, tmp_path / "e", "trainer=fast", "logger=none", "pretrain.objectives.restore.weight=0")

@@ -134,7 +134,12 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
     if cfg.get("init") and not ckpt_path:
         init_weights(model, str(cfg["init"]))
 
-    monitor, mode = model.monitor()
+    select = str(cfg.get("select", "best"))
+    if select not in ("best", "last"):
+        from galframe.errors import ConfigError
+
+        raise ConfigError(f"select={select}: the checkpoint to test is 'best' (by the validation metric) or 'last'.")
+    monitor, mode = model.monitor() if select == "best" else (None, "min")
     checkpoint = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
         filename="best",
@@ -157,7 +162,7 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     metrics: dict[str, float] = {}
     if cfg.get("evaluate", True) and len(dm.splits.get("test", [])) > 0 and not trainer_cfg.get("fast_dev_run"):
-        best = checkpoint.best_model_path or None
+        best = (checkpoint.best_model_path or None) if select == "best" else None  # None: the final weights
         results = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
         metrics["n_train"] = float(len(dm.splits["train"]))

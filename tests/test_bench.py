@@ -37,48 +37,83 @@ def test_crossing_and_ratio_to_resnet18(tmp_path) -> None:
     def row(b, auc, seed=0):
         return {"budget": b, "seed": seed, "macro_auc": auc, "rare_auc": auc - 0.1, "accuracy": 0.5}
 
-    rows = {RESNET: [row(100, 0.7), row(1000, 0.9), row(1000, 0.9, 1)], PROBE: [row(100, 0.9), row(1000, 0.95)],
-            HITL: [row(20, 0.8), row(60, 0.9)]}
-    meta = {"data": {"n_test": 50, "rare": ["merger"]}}
-    result = report(rows, tmp_path, meta)
+    rows = {RESNET: [row(100, 0.7), row(1000, 0.9), row(100, 0.7, 1), row(1000, 0.9, 1)],
+            PROBE: [row(100, 0.9), row(1000, 0.95)], HITL: [row(20, 0.8), row(60, 0.9), row(20, 0.8, 1), row(60, 0.9, 1)]}
+    meta = {"data": {"n_test": 50, "rare": ["merger"]}, "protocol": "docs/fewshot_protocol.md", "profile": {"name": "test"}}
+    headline = tmp_path / "headline.json"
+    headline.write_text(json.dumps({"labels": {"fuzz_5xx": 0}}))
+    result = report(rows, tmp_path, meta, headline=headline)
     assert result["labels_for_auc_0.9"] == pytest.approx({RESNET: 1000.0, PROBE: 100.0, HITL: 60.0})
-    assert result["ratio_to_resnet18"][PROBE] == pytest.approx(0.1) and result["ratio_to_resnet18"][HITL] == pytest.approx(0.06)
-    assert result["curves"][RESNET][1] == {"labels": 1000, "n": 2, "macro_auc": 0.9, "macro_auc_std": 0.0,
-                                           "rare_auc": pytest.approx(0.8), "rare_auc_std": 0.0}
+    # the ratio is ResNet18's labels over the method's: 1000 / 60
+    assert result["ratio_resnet18_over_method"][HITL] == pytest.approx(1000 / 60)
+    assert result["ratio_ci"] == pytest.approx([1000 / 60, 1000 / 60])  # identical seeds: a zero-width interval
+    assert result["curves"][RESNET][1]["macro_auc"] == 0.9 and result["curves"][RESNET][1]["n"] == 2
     table = (tmp_path / "fewshot.md").read_text()
-    assert "| ResNet18 (scratch) | 0.700 (0.600) | 0.900 (0.800) | 1,000 | 1.00x |" in table
-    assert "| LVM + classify (linear probe) | 0.900 (0.800) | 0.950 (0.850) | 100 | 0.10x |" in table
+    assert "| ResNet18 (scratch) | - | - | 0.700 | 0.900 | 1,000 [1,000, 1,000] | 1.0x |" in table
+    assert "| LVM + DST + HITL | 0.800 | 0.900 | - | - | 60 [60, 60] | 16.7x |" in table
     assert (tmp_path / "fewshot.png").stat().st_size > 10_000
+    written = json.loads(headline.read_text())
+    assert written["labels"] == {"fuzz_5xx": 0}  # another suite's key is kept
+    assert written["fewshot"]["labels_to_0.9"] == pytest.approx({"resnet18": 1000.0, "lvm_dst_hitl": 60.0, "lvm_probe": 100.0,
+                                                                 "lvm_finetune": None})
+    assert written["fewshot"]["ratio"] == pytest.approx(1000 / 60) and written["fewshot"]["seeds"] == 2
+
+
+def test_protocol_refuses_labels_beyond_the_budget() -> None:
+    import numpy as np
+
+    from galframe_bench.protocol import BudgetExceeded, LabelBudget, check_trained_overrides
+
+    budget = LabelBudget(np.arange(100) % 7, 10, "probe")
+    assert budget.reveal([1, 2, 3]).tolist() == [1, 2, 3]
+    assert budget.reveal([3, 4]).tolist() == [3, 4] and budget.used == 4  # asking again costs nothing
+    budget.reveal(range(10))
+    with pytest.raises(BudgetExceeded, match="asked for 11 labels, but its budget is 10"):
+        budget.reveal([50])
+    assert budget.used == 10  # the refused request revealed nothing
+    # a trained method that would pick its checkpoint on the labelled validation split is refused
+    with pytest.raises(BudgetExceeded, match="limit_val_batches=0"):
+        check_trained_overrides("ResNet18", ["data.n_labeled=20", "select=last"])
+    with pytest.raises(BudgetExceeded, match="select=last"):
+        check_trained_overrides("ResNet18", ["trainer.limit_val_batches=0", "select=best"])
+    check_trained_overrides("ResNet18", ["trainer.limit_val_batches=0", "select=last"])
 
 
 def test_fewshot_suite_runs_every_method_on_the_same_data(tiny_dataset, tmp_path) -> None:
     out = tmp_path / "bench"
+    P = "profiles.small.fewshot"
     res = galframe_cli(
         "bench", "fewshot", "--profile", "small", f"out={out}", "weights=null", f"paths.runs={tmp_path / 'runs'}",
-        f"profiles.small.fewshot.path={tiny_dataset}", "profiles.small.fewshot.data=dir", "profiles.small.fewshot.n=null",
-        "profiles.small.fewshot.budgets=[30,60]", "profiles.small.fewshot.seeds=[0,1]", "profiles.small.fewshot.train_seeds=[0]",
-        "profiles.small.fewshot.finetune_budgets=[60]", "profiles.small.fewshot.min_steps=3", "profiles.small.fewshot.min_epochs=1",
-        "profiles.small.fewshot.hitl.initial=20", "profiles.small.fewshot.hitl.per_round=15", "profiles.small.fewshot.hitl.rounds=2",
+        f"{P}.path={tiny_dataset}", f"{P}.data=dir", f"{P}.n=null", f"{P}.budgets=[30,60]", f"{P}.seeds=[0,1]",
+        f"{P}.resnet_budgets=[60]", f"{P}.train_seeds=[0]", f"{P}.finetune_budgets=[60]", f"{P}.min_steps=3",
+        f"{P}.min_epochs=1", f"{P}.views=4", f"{P}.hitl.max_budget=60", f"{P}.ablations=[no_semi,hitl_random]",
         timeout=900,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((out / "fewshot" / "fewshot.json").read_text())
     curves = result["curves"]
-    assert set(curves) == {"ResNet18 (scratch)", "LVM + classify (linear probe)", "LVM + classify (fine-tuned)", "LVM + classify + HITL"}
-    assert [c["labels"] for c in curves["ResNet18 (scratch)"]] == [30, 60]
-    assert [c["n"] for c in curves["LVM + classify (linear probe)"]] == [2, 2]  # two label draws per budget
-    assert [c["labels"] for c in curves["LVM + classify (fine-tuned)"]] == [60]
-    # the HITL loop grows its label store by per_round each round, for each seed
-    assert [c["labels"] for c in curves["LVM + classify + HITL"]] == [20, 35, 50]
+    assert set(curves) == {"ResNet18 (scratch)", "LVM probe (frozen features, random labels)",
+                           "LVM + DST (semi-supervised head, random labels)", "LVM + DST + HITL",
+                           "LVM + HITL, logistic head (no semi-supervision)", "LVM + DST, random draws in the HITL loop",
+                           "LVM fine-tuned (LP-FT, layer-wise decay)"}
+    assert [c["labels"] for c in curves["ResNet18 (scratch)"]] == [60]
+    assert [c["n"] for c in curves["LVM probe (frozen features, random labels)"]] == [2, 2]  # two label draws per budget
+    # the HITL rounds end exactly at each budget, for each seed
+    assert [(c["labels"], c["n"]) for c in curves["LVM + DST + HITL"]] == [(30, 2), (60, 2)]
     for cs in curves.values():
         for c in cs:
             assert 0.0 <= c["macro_auc"] <= 1.0 and 0.0 <= c["rare_auc"] <= 1.0
+            lo, hi = c["macro_auc_ci"]
+            assert lo <= hi and 0.0 <= c["unlabelled_classes"] <= len(result["data"]["classes"])
     # the trained runs' AUC as galframe's own metric computed it agrees with the suite's scoring of their catalogs
     for r in result["runs"]["ResNet18 (scratch)"]:
         assert r["macro_auc"] == pytest.approx(r["galframe_auroc"], abs=0.02)
     assert len(result["data"]["rare"]) == 3
-    # the HITL answers went into real SQLite label stores
-    assert sorted(p.name for p in (tmp_path / "runs").rglob("hitl/*.sqlite")) == ["labels-seed0.sqlite", "labels-seed1.sqlite"]
+    # the HITL answers went into real SQLite label stores, one per loop and seed
+    assert len(list((tmp_path / "runs").rglob("hitl/*.sqlite"))) == 6
+    headline = json.loads((tmp_path / "headline.json").read_text())["fewshot"]
+    assert headline["protocol"] == "docs/fewshot_protocol.md" and headline["seeds"] == 2
+    assert set(headline["labels_to_0.9"]) == {"resnet18", "lvm_dst_hitl", "lvm_probe", "lvm_finetune"}
     report = (out / "report.md").read_text()
     assert "## Label efficiency (fewshot)" in report and "![fewshot.png](fewshot/fewshot.png)" in report
     assert "| ResNet18 (scratch) |" in report

@@ -1,19 +1,24 @@
-"""Label efficiency: macro and rare-class AUC against the number of labels, per method.
+"""Label efficiency under the few-shot protocol (docs/fewshot_protocol.md): macro AUC against labels.
 
-On the imbalanced simulated morphology set (``data=sim_galaxy10`` by default: majority-vote labels,
-held-out majority-vote labels), for each label budget and seed:
+On the imbalanced simulated morphology set (``data=sim_galaxy10``: majority-vote labels of simulated
+volunteers), for each label budget and seed, every method sees labels only through a
+:class:`~galframe_bench.protocol.LabelBudget`, and the test split is scored once per method, budget
+and seed:
 
-* ``ResNet18 (scratch)``: ``backbone=resnet18`` trained from random initialisation by ``galframe train``;
-* ``LVM + classify (linear probe)``: logistic regression on the frozen pretrained LVM's pooled embedding;
-* ``LVM + classify (fine-tuned)``: ``galframe train`` with the pretrained LVM, every weight trained;
-* ``LVM + classify + HITL``: the linear probe grown by active learning: an initial random draw, then
-  rounds in which a ``galframe_hitl`` acquisition (margin by default) picks the objects the catalog
-  oracle labels into a real SQLite label store.
+* ``ResNet18 (scratch)``: ``galframe train backbone=resnet18`` on a uniform draw of the budget, a fixed
+  schedule, no validation labels, the final weights (``select=last``);
+* ``LVM probe``: class-balanced logistic regression on the frozen pretrained LVM's features
+  (multi-stage pooled, averaged over the 8 rotations/flips, whitened with the unlabelled pool's
+  statistics), on the same uniform draws;
+* ``LVM + DST``: the few-shot classify head (logistic + label spreading over the unlabelled pool);
+* ``LVM + DST + HITL``: the same head, its labels chosen by the ``coldstart`` acquisition round by
+  round (typical objects of uncovered clusters first, then class discovery and class-balanced
+  margin), answered by the catalog oracle into a real SQLite label store;
+* ablations: the HITL loop with the logistic head alone, a random-init LVM and random ResNet18
+  features through the same head and loop (what the pretraining adds), and the random-draw DST.
 
-Every method sees the same label subsets (``data.n_labeled`` with ``data.label_seed``) and is scored on
-the same held-out split with the same code: macro one-vs-rest AUC over the classes, and the mean
-one-vs-rest AUC of the rarest classes of the training split.  Reported: the labels each method needs
-to reach macro AUC 0.9 (interpolated in log labels) and its ratio to ResNet18's.
+Reported: macro AUC with bootstrap intervals, per-class AUC, unlabelled classes, labels to macro AUC
+0.9 per method with an interval over seeds, and the ratio to ResNet18's.
 """
 from __future__ import annotations
 
@@ -21,16 +26,26 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-RESNET, PROBE, FINETUNE, HITL = ("ResNet18 (scratch)", "LVM + classify (linear probe)", "LVM + classify (fine-tuned)",
-                                 "LVM + classify + HITL")
+from galframe_bench.protocol import LabelBudget, bootstrap_macro_auc, check_trained_overrides, score
+
+RESNET = "ResNet18 (scratch)"
+PROBE = "LVM probe (frozen features, random labels)"
+DST = "LVM + DST (semi-supervised head, random labels)"
+HITL = "LVM + DST + HITL"
+FINETUNE = "LVM fine-tuned (LP-FT, layer-wise decay)"
+HITL_LOGISTIC = "LVM + HITL, logistic head (no semi-supervision)"
+RANDOM_LVM = "random-init LVM + DST + HITL"
+RANDOM_RESNET = "random ResNet18 features + DST + HITL"
+HITL_RANDOM = "LVM + DST, random draws in the HITL loop"
+HEADLINE_KEYS = {RESNET: "resnet18", HITL: "lvm_dst_hitl", PROBE: "lvm_probe", FINETUNE: "lvm_finetune"}
 LEVEL = 0.9
 
 
-def compose(overrides: Sequence[str]) -> dict:
+def compose(overrides: Sequence[str], config_name: str = "train") -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -39,10 +54,10 @@ def compose(overrides: Sequence[str]) -> dict:
     from galframe.cli import normalise_overrides
 
     if GlobalHydra.instance().is_initialized():
-        cfg = hydra_compose("train", overrides=normalise_overrides(list(overrides)))
+        cfg = hydra_compose(config_name, overrides=normalise_overrides(list(overrides)))
     else:
         with initialize_config_module("galframe.conf", version_base="1.3"):
-            cfg = hydra_compose("train", overrides=normalise_overrides(list(overrides)))
+            cfg = hydra_compose(config_name, overrides=normalise_overrides(list(overrides)))
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
@@ -59,48 +74,119 @@ def crossing(budgets: Sequence[float], aucs: Sequence[float], level: float = LEV
 
 
 def scores(prob: np.ndarray, y: np.ndarray, rare: Sequence[int]) -> dict[str, float]:
-    """Macro one-vs-rest AUC over the classes present, and the mean AUC of the rare classes."""
-    from sklearn.metrics import roc_auc_score
-
-    auc = {k: float(roc_auc_score(y == k, prob[:, k])) for k in range(prob.shape[1]) if 0 < (y == k).sum() < len(y)}
-    rare_aucs = [auc[k] for k in rare if k in auc]
-    return {"macro_auc": float(np.mean(list(auc.values()))), "rare_auc": float(np.mean(rare_aucs)) if rare_aucs else float("nan"),
-            "accuracy": float((prob.argmax(1) == y).mean())}
+    """Macro one-vs-rest AUC over the classes present, the mean AUC of the rare classes, accuracy."""
+    s = score(prob, y, rare, None)
+    return {k: s[k] for k in ("macro_auc", "rare_auc", "accuracy")}
 
 
-def _embed(backbone: Any, scaling: Any, ds: Any, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+class Features:
+    """Whitened few-shot features of the training pool and the test split for one backbone."""
+
+    def __init__(self, name: str, train: np.ndarray, test: np.ndarray) -> None:
+        self.name, self.train, self.test = name, train, test
+
+
+def features(name: str, backbone_cfg: Mapping[str, Any], info: Any, dm: Any, scaling_cfg: Mapping[str, Any],
+             views: int, cache: Path, log: Callable[[str], None]) -> Features:
+    """Embed both splits (cached in ``cache``), whiten with the training pool's statistics (no labels)."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from galframe.data.datamodule import collate
+    from galframe.data.scaling import build_scaling
+    from galframe.model import build_backbone
+    from galframe_tasks.fewshot import Whitener, embed
 
-    backbone.eval()
-    feats, ids = [], []
-    with torch.no_grad():
-        for b in DataLoader(ds, batch_size=batch, shuffle=False, collate_fn=collate):
-            feats.append(backbone(scaling(b["image"])).embedding.float().numpy())
-            ids.append(np.asarray(b["id"]))
-    return np.concatenate(feats), np.concatenate(ids)
+    path = cache / f"features-{name}.npz"
+    if path.is_file():
+        z = np.load(path)
+        raw_train, raw_test = z["train"], z["test"]
+    else:
+        torch.manual_seed(0)
+        backbone = build_backbone(backbone_cfg, info)
+        scaling = build_scaling(scaling_cfg, list(info.bands))
+        t0 = time.perf_counter()
+        raw_train, ids_train = embed(backbone, scaling, dm.dataset("train"), views=views)
+        raw_test, ids_test = embed(backbone, scaling, dm.dataset("test"), views=views)
+        if not (np.array_equal(ids_train, dm.splits["train"]["id"].to_numpy())
+                and np.array_equal(ids_test, dm.splits["test"]["id"].to_numpy())):
+            raise RuntimeError("embedding order differs from the split catalogs")
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(path, train=raw_train, test=raw_test)
+        log(f"  embedded {len(raw_train) + len(raw_test)} stamps with {name} x {views} views in {time.perf_counter() - t0:.0f} s")
+    w = Whitener().fit(raw_train)
+    return Features(name, w.transform(raw_train), w.transform(raw_test))
 
 
-class Probe:
-    """Standardised logistic regression (balanced class weights) on frozen embeddings."""
+def _fit_predict(head: str, n_classes: int, f: Features, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from galframe_tasks.fewshot import FewShotHead
 
-    def __init__(self, n_classes: int) -> None:
-        self.n_classes = n_classes
+    pool = np.delete(f.train, rows, axis=0)
+    return FewShotHead(n_classes, head=head).fit(f.train[rows], y, pool=pool).predict(f.test)
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "Probe":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
 
-        self.scaler = StandardScaler().fit(x)
-        self.clf = LogisticRegression(max_iter=2000, C=1.0, class_weight="balanced").fit(self.scaler.transform(x), y)
-        return self
+def random_draw_rows(method: str, f: Features, head: str, labels: np.ndarray, draws: Mapping[tuple[int, int], np.ndarray],
+                     y_test: np.ndarray, rare: list[int], n_classes: int, keep: Callable) -> list[dict]:
+    out = []
+    for (budget, seed), rows in sorted(draws.items()):
+        budget_guard = LabelBudget(labels, budget, method)
+        y = budget_guard.reveal(rows)
+        if len(set(y.tolist())) < 2:
+            continue  # a draw with one class cannot train a classifier
+        prob = _fit_predict(head, n_classes, f, rows, y)
+        out.append({"budget": budget, "seed": seed, **score(prob, y_test, rare, y)})
+        keep(method, budget, seed, prob)
+    return out
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        prob = np.zeros((len(x), self.n_classes))
-        prob[:, self.clf.classes_] = self.clf.predict_proba(self.scaler.transform(x))
-        return prob
+
+def hitl_rows(method: str, f: Features, head: str, acquisition_spec: Any, budgets: Sequence[int], seed: int,
+              root: Path, classes: list[str], ids: np.ndarray, labels: np.ndarray, y_test: np.ndarray, rare: list[int],
+              workdir: Path, keep: Callable) -> list[dict]:
+    """One HITL loop: rounds that end exactly at each budget; the acquisition and the store are galframe_hitl's."""
+    from galframe_hitl.acquisition import PoolOutputs, build_acquisition
+    from galframe_hitl.oracle import CatalogOracle, HitlData
+    from galframe_hitl.store import LabelStore
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / f"labels-{method.split()[0].lower()}-{abs(hash(method)) % 10**6}-seed{seed}.sqlite"
+    db.unlink(missing_ok=True)
+    store = LabelStore(db)
+    store.bind(str(root), classes, ids)
+    oracle = CatalogOracle(HitlData(Path(root), tuple(classes)))
+    acquisition = build_acquisition(dict(acquisition_spec) if isinstance(acquisition_spec, Mapping) else str(acquisition_spec))
+    guard = LabelBudget(labels, max(budgets), method)
+    row_of = {int(i): k for k, i in enumerate(ids)}
+    rows: list[dict] = []
+    prob_pool = None
+    done = 0
+    for r, budget in enumerate(sorted(budgets)):
+        k = budget - done
+        lab_rows = np.asarray([row_of[i] for i in store.labels()], dtype=np.int64)
+        pool_rows = np.setdiff1d(np.arange(len(ids)), lab_rows)
+        counts = np.bincount(labels[lab_rows], minlength=len(classes)) if len(lab_rows) else np.zeros(len(classes), int)
+        pool = PoolOutputs(ids=ids[pool_rows], classes=tuple(classes),
+                           probs=None if prob_pool is None else prob_pool[pool_rows],
+                           embeddings=f.train[pool_rows], labeled_embeddings=f.train[lab_rows] if len(lab_rows) else None,
+                           labeled_counts=counts)
+        pick = acquisition.select(pool, k, np.random.default_rng([seed, r]))
+        queue = [{"id": int(i)} for i in pool.ids[pick]]
+        guard.reveal([row_of[q["id"]] for q in queue])  # the oracle answers only within the budget
+        store.start_round(r, queue, acquisition.describe(), None)
+        oracle.ask(store, r, queue)
+        labelled = store.labels()
+        lab_rows = np.asarray([row_of[i] for i in labelled], dtype=np.int64)
+        y = np.asarray([classes.index(v) for v in labelled.values()])
+        done = len(lab_rows)
+        if len(set(y.tolist())) < 2:
+            continue
+        from galframe_tasks.fewshot import FewShotHead
+
+        pool_x = np.delete(f.train, lab_rows, axis=0)
+        model = FewShotHead(len(classes), head=head).fit(f.train[lab_rows], y, pool=pool_x)
+        prob = model.predict(f.test)
+        prob_pool = model.predict(f.train)
+        rows.append({"budget": done, "round": r, "seed": seed, **score(prob, y_test, rare, y)})
+        keep(method, done, seed, prob)
+    store.close()
+    return rows
 
 
 def _epochs(budget: int, batch: int, min_steps: int, min_epochs: int) -> int:
@@ -108,111 +194,167 @@ def _epochs(budget: int, batch: int, min_steps: int, min_epochs: int) -> int:
     return max(min_epochs, math.ceil(min_steps / per_epoch))
 
 
-def _summarise(rows: list[dict], key: str = "budget") -> list[dict]:
+def _summarise(rows: list[dict], probs: Mapping[tuple[str, int], list[np.ndarray]], method: str, y_test: np.ndarray) -> list[dict]:
     out = []
-    for b in sorted({r[key] for r in rows}):
-        sel = [r for r in rows if r[key] == b]
+    for b in sorted({r["budget"] for r in rows}):
+        sel = [r for r in rows if r["budget"] == b]
         m = np.array([r["macro_auc"] for r in sel])
         q = np.array([r["rare_auc"] for r in sel])
-        out.append({"labels": int(b), "n": len(sel), "macro_auc": float(m.mean()), "macro_auc_std": float(m.std(ddof=1)) if len(m) > 1 else 0.0,
-                    "rare_auc": float(np.nanmean(q)), "rare_auc_std": float(np.nanstd(q, ddof=1)) if len(q) > 1 else 0.0})
+        c = {"labels": int(b), "n": len(sel), "macro_auc": float(m.mean()), "macro_auc_std": float(m.std(ddof=1)) if len(m) > 1 else 0.0,
+             "rare_auc": float(np.nanmean(q)), "rare_auc_std": float(np.nanstd(q, ddof=1)) if len(q) > 1 else 0.0}
+        if sel and "unlabelled_classes" in sel[0]:
+            c["unlabelled_classes"] = float(np.mean([r["unlabelled_classes"] for r in sel]))
+        if sel and "per_class_auc" in sel[0]:
+            keys = sorted({int(k) for r in sel for k in r["per_class_auc"]})
+            c["per_class_auc"] = {k: float(np.mean([r["per_class_auc"][k] for r in sel if k in r["per_class_auc"]])) for k in keys}
+        if probs.get((method, int(b))):
+            c["macro_auc_ci"] = list(bootstrap_macro_auc(probs[(method, int(b))], y_test))
+        out.append(c)
     return out
 
 
-def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, trainer: str, runs: Path) -> dict:
-    """The fewshot suite with profile settings ``p``; writes fewshot.json / .md / .png into ``out``."""
-    import torch
+def labels_to_level(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
+    """Labels to macro AUC 0.9 of the seed-mean curve, with a 95% interval from resampling seeds."""
+    seeds = sorted({r["seed"] for r in rows})
+    by = {s: {r["budget"]: r["macro_auc"] for r in rows if r["seed"] == s} for s in seeds}
+    budgets = sorted({r["budget"] for r in rows})
 
-    from galframe import registry
+    def mean_curve(chosen: Sequence[int]) -> Optional[float]:
+        pts = [(b, np.mean([by[s][b] for s in chosen if b in by[s]])) for b in budgets if any(b in by[s] for s in chosen)]
+        return crossing([p[0] for p in pts], [p[1] for p in pts])
+
+    point = mean_curve(seeds)
+    rng = np.random.default_rng(seed)
+    draws = [mean_curve(list(rng.choice(seeds, len(seeds), replace=True))) for _ in range(n_boot)] if len(seeds) > 1 else []
+    vals = np.array([np.inf if d is None else d for d in draws])
+    ci = [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) else [None, None]
+    ci = [None if (v is None or not np.isfinite(v)) else v for v in ci]
+    return {"labels": point, "ci": ci, "samples": vals, "max_budget": int(max(budgets)) if budgets else None}
+
+
+def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, trainer: str, runs: Path,
+        headline: Optional[Path] = None) -> dict:
+    """The fewshot suite with profile settings ``p``; writes fewshot.json / .md / .png into ``out``."""
     from galframe.data.datamodule import GalaxyDataModule
-    from galframe.data.scaling import build_scaling
-    from galframe.model import split_plugin_cfg
     from galframe.sim import cached_dataset
     from galframe.train import run as train_run
 
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
     data = [f"data={p.get('data', 'sim_galaxy10')}", *([f"data.n={int(p['n'])}"] if p.get("n") else []),
             *([f"data.path={p['path']}"] if p.get("path") else [])]
     base = compose([*data, "logger=none"])
     root = cached_dataset(base["data"]) if base["data"].get("path") in (None, "") else Path(base["data"]["path"])
     data = [d for d in data if not d.startswith("data.n=")] + [f"data.path={root}"]
     cfg = compose([*data, "logger=none"])
-    dm = GalaxyDataModule(cfg["data"], requires=["label"])
+    dm = GalaxyDataModule(cfg["data"], requires=["label"], progress=False)
     info = dm.info()
     classes = list(info.classes)
     train_cat, test_cat = dm.splits["train"], dm.splits["test"]
-    counts = np.bincount(train_cat["class"].to_numpy(int), minlength=len(classes))
+    labels = train_cat["class"].to_numpy(int)  # read only through LabelBudget
+    ids = train_cat["id"].to_numpy()
+    counts = np.bincount(labels, minlength=len(classes))  # the rare classes are named from the data's own statistics
     rare = [int(k) for k in np.argsort(counts, kind="stable")[: int(p.get("rare", 3))]]
     y_test = test_cat["class"].to_numpy(int)
-    print(f"fewshot: {root} ({len(train_cat)} train / {len(test_cat)} test); rare classes {[classes[k] for k in rare]}", flush=True)
+    log(f"fewshot: {root} ({len(train_cat)} train / {len(test_cat)} test); rare classes {[classes[k] for k in rare]}")
 
-    def label_ids(budget: int, seed: int) -> np.ndarray:
+    row_of = {int(i): k for k, i in enumerate(ids)}
+
+    def label_rows(budget: int, seed: int) -> np.ndarray:
+        """The uniform draw ``data.n_labeled=budget data.label_seed=seed`` makes (the one galframe train uses)."""
         sub = GalaxyDataModule(compose([*data, "logger=none", f"data.n_labeled={budget}", f"data.label_seed={seed}"])["data"],
-                               requires=["label"])
+                               requires=["label"], progress=False)
         sub.prepare()
-        return sub.splits["train"]["id"].to_numpy()
+        return np.array([row_of[int(i)] for i in sub.splits["train"]["id"].to_numpy()])
 
     budgets = [int(b) for b in p["budgets"] if int(b) <= len(train_cat)]
-    rows: dict[str, list[dict]] = {RESNET: [], PROBE: [], FINETUNE: [], HITL: []}
+    seeds = [int(s) for s in p["seeds"]]
+    draws = {(b, s): label_rows(b, s) for b in budgets for s in seeds}
+    rows: dict[str, list[dict]] = {}
+    probs: dict[tuple[str, int], list[np.ndarray]] = {}
 
-    # -- frozen LVM features: linear probe, and the HITL loop on the probe ------------------------------
-    lvm_weights = f"backbone.weights={weights if weights else 'null'}"  # null: random initialisation (a control)
-    bcfg = compose([*data, "logger=none", f"backbone={lvm}", lvm_weights])
-    plugin, _, opts = split_plugin_cfg(bcfg["backbone"], "backbone")
-    torch.manual_seed(0)
-    backbone = registry.build("backbone", plugin, opts, data=info)
-    scaling = build_scaling(bcfg["data"]["scaling"], list(info.bands))
+    def keep(method: str, budget: int, seed: int, prob: np.ndarray) -> None:
+        probs.setdefault((method, int(budget)), []).append(prob)
+
+    views = int(p.get("views", 8))
+    scaling_cfg = cfg["data"]["scaling"]
+    cache = runs / "features"
+    lvm_cfg = compose([*data, "logger=none", f"backbone={lvm}", f"backbone.weights={weights if weights else 'null'}"])["backbone"]
+    feats = {"lvm": features(f"{lvm}-{Path(str(weights)).name if weights else 'random'}", lvm_cfg, info, dm, scaling_cfg,
+                             views, cache, log)}
+    ablations = list(p.get("ablations") or [])
+    if "random_lvm" in ablations:
+        feats["random_lvm"] = features(f"{lvm}-random", compose([*data, "logger=none", f"backbone={lvm}"])["backbone"],
+                                       info, dm, scaling_cfg, views, cache, log)
+    if "random_resnet" in ablations:
+        feats["random_resnet"] = features("resnet18-random", compose([*data, "logger=none", "backbone=resnet18"])["backbone"],
+                                          info, dm, scaling_cfg, views, cache, log)
+    head = str(p.get("head", "ensemble"))
+    h = dict(p.get("hitl") or {})
+    hitl_budgets = [b for b in budgets if b <= int(h.get("max_budget", max(budgets)))]
+    acq = h.get("acquisition", "coldstart")
+
     t0 = time.perf_counter()
-    x_train, ids_train = _embed(backbone, scaling, dm.dataset("train"))
-    x_test, _ = _embed(backbone, scaling, dm.dataset("test"))
-    y_train = train_cat.set_index("id").loc[ids_train, "class"].to_numpy(int)
-    row_of = {int(i): k for k, i in enumerate(ids_train)}
-    embed_s = time.perf_counter() - t0
-    print(f"  embedded {len(x_train) + len(x_test)} stamps with {lvm} ({weights}) in {embed_s:.0f} s", flush=True)
-    for budget in budgets:
-        for seed in p["seeds"]:
-            pick = np.array([row_of[int(i)] for i in label_ids(budget, int(seed))])
-            if len(set(y_train[pick])) < 2:
-                continue  # a draw with one class cannot train a classifier
-            prob = Probe(len(classes)).fit(x_train[pick], y_train[pick]).predict(x_test)
-            rows[PROBE].append({"budget": budget, "seed": int(seed), **scores(prob, y_test, rare)})
-    for seed in p["seeds"]:
-        rows[HITL].extend(_hitl(p["hitl"], int(seed), root, classes, x_train, y_train, ids_train, x_test, y_test, rare, runs / "hitl"))
-    print(f"  probe and HITL done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    rows[PROBE] = random_draw_rows(PROBE, feats["lvm"], "logistic", labels, draws, y_test, rare, len(classes), keep)
+    rows[DST] = random_draw_rows(DST, feats["lvm"], head, labels, draws, y_test, rare, len(classes), keep)
+    loops = [(HITL, "lvm", head, acq)]
+    if "no_semi" in ablations:
+        loops.append((HITL_LOGISTIC, "lvm", "logistic", acq))
+    if "random_lvm" in ablations:
+        loops.append((RANDOM_LVM, "random_lvm", head, acq))
+    if "random_resnet" in ablations:
+        loops.append((RANDOM_RESNET, "random_resnet", head, acq))
+    if "hitl_random" in ablations:
+        loops.append((HITL_RANDOM, "lvm", head, "random"))
+    for method, fname, hd, a in loops:
+        rows[method] = []
+        for seed in seeds:
+            rows[method] += hitl_rows(method, feats[fname], hd, a, hitl_budgets, seed, root, classes, ids, labels, y_test,
+                                      rare, runs / "hitl", keep)
+        log(f"  {method}: " + ", ".join(f"{c['labels']}: {c['macro_auc']:.3f}" for c in _summarise(rows[method], {}, method, y_test)))
+    log(f"  frozen-feature methods done ({time.perf_counter() - t0:.0f} s)")
 
-    # -- trained networks ---------------------------------------------------------------------------------
+    # -- trained networks, under the protocol: no validation labels, the final weights -------------------------
     batch = int(cfg["data"]["batch_size"])
 
-    def trained(method: str, budget: int, seed: int, overrides: list[str]) -> None:
+    def trained(method: str, budget: int, seed: int, extra: list[str]) -> None:
         epochs = _epochs(budget, batch, int(p["min_steps"]), int(p["min_epochs"]))
-        run_dir = runs / f"{method.split()[0].lower()}-{'ft' if method == FINETUNE else 'scratch'}-n{budget}-s{seed}"
+        run_dir = runs / f"{HEADLINE_KEYS.get(method, 'm')}-n{budget}-s{seed}"
+        overrides = [*data, *extra, "logger=none", f"trainer={trainer}", "trainer.progress_bar=false",
+                     f"data.n_labeled={budget}", f"data.label_seed={seed}", f"seed={seed}", f"trainer.max_epochs={epochs}",
+                     "trainer.limit_val_batches=0", "select=last"]
+        check_trained_overrides(method, overrides)
+        LabelBudget(labels, budget, method).reveal(draws.get((budget, seed), label_rows(budget, seed)))
         t = time.perf_counter()
-        metrics = train_run(compose([*data, *overrides, "logger=none", f"trainer={trainer}", "trainer.progress_bar=false",
-                                     f"data.n_labeled={budget}", f"data.label_seed={seed}", f"seed={seed}",
-                                     f"trainer.max_epochs={epochs}", f"trainer.check_val_every_n_epoch={max(1, epochs // 4)}"]),
-                            run_dir=run_dir)
-        table = _read_predictions(run_dir, classes)
-        table = table.set_index("id").loc[test_cat["id"].to_numpy()]
+        metrics = train_run(compose(overrides), run_dir=run_dir)
+        table = _read_predictions(run_dir, classes).set_index("id").loc[test_cat["id"].to_numpy()]
         prob = table[[f"classify_p_{c}" for c in classes]].to_numpy(float)
         row = {"budget": budget, "seed": seed, "epochs": epochs, "seconds": round(time.perf_counter() - t, 1),
-               **scores(prob, y_test, rare), "galframe_auroc": metrics.get("test/classify/auroc")}
-        rows[method].append(row)
-        print(f"  {method}: {budget} labels, seed {seed}: macro AUC {row['macro_auc']:.3f}, rare {row['rare_auc']:.3f} "
-              f"({epochs} epochs, {row['seconds']:.0f} s)", flush=True)
+               **score(prob, y_test, rare, labels[draws.get((budget, seed), label_rows(budget, seed))]),
+               "galframe_auroc": metrics.get("test/classify/auroc")}
+        rows.setdefault(method, []).append(row)
+        keep(method, budget, seed, prob)
+        log(f"  {method}: {budget} labels, seed {seed}: macro AUC {row['macro_auc']:.3f} ({epochs} epochs, {row['seconds']:.0f} s)")
 
-    for budget in budgets:
-        for seed in p["train_seeds"]:
-            trained(RESNET, budget, int(seed), ["backbone=resnet18"])
-    for budget in [int(b) for b in p["finetune_budgets"] if int(b) <= len(train_cat)]:
-        for seed in p["train_seeds"]:
-            trained(FINETUNE, budget, int(seed), [f"backbone={lvm}", lvm_weights])
+    for budget in [int(b) for b in p.get("resnet_budgets", budgets) if int(b) <= len(train_cat)]:
+        for seed in [int(s) for s in p["train_seeds"]]:
+            trained(RESNET, budget, seed, ["backbone=resnet18"])
+    for budget in [int(b) for b in p.get("finetune_budgets") or [] if int(b) <= len(train_cat)]:
+        for seed in [int(s) for s in p["train_seeds"]]:
+            trained(FINETUNE, budget, seed, [f"backbone={lvm}", f"backbone.weights={weights if weights else 'null'}",
+                                             "finetune.lr_decay=0.7", "optimizer.lr=3e-4"])
 
+    curves = {m: _summarise(r, probs, m, y_test) for m, r in rows.items() if r}
     result = report(rows, out, {
         "data": {"path": str(root), "n_train": int(len(train_cat)), "n_test": int(len(test_cat)), "classes": classes,
                  "rare": [classes[k] for k in rare], "train_counts": counts.tolist()},
-        "weights": weights, "lvm": lvm, "trainer": trainer, "profile": dict(p), "seconds": round(time.perf_counter() - t_start, 1),
-    })
+        "weights": weights, "lvm": lvm, "trainer": trainer, "profile": dict(p), "protocol": "docs/fewshot_protocol.md",
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }, curves=curves, headline=headline)
     return result
 
 
@@ -225,87 +367,56 @@ def _read_predictions(run_dir: Path, classes: Sequence[str]):
     return pd.read_parquet(path, columns=["id", *[f"classify_p_{c}" for c in classes]])
 
 
-def next_queue(store: Any, acquisition: Any, ids: np.ndarray, classes: Sequence[str], x: np.ndarray, predict: Any,
-               k: int, rng: np.random.Generator) -> list[dict]:
-    """The next round's questions: the acquisition's ``k`` picks from the unlabelled pool of embeddings ``x``."""
-    from galframe_hitl.acquisition import PoolOutputs
-
-    labels = store.labels()
-    row_of = {int(i): n for n, i in enumerate(ids)}
-    pool_rows = np.asarray([n for n, i in enumerate(ids) if int(i) not in labels])
-    lab_rows = np.asarray([row_of[i] for i in labels])
-    counts = np.bincount([list(classes).index(v) for v in labels.values()], minlength=len(classes))
-    pool = PoolOutputs(ids=ids[pool_rows], classes=tuple(classes), probs=predict(x[pool_rows]),
-                       embeddings=x[pool_rows], labeled_embeddings=x[lab_rows], labeled_counts=counts)
-    return [{"id": int(pool.ids[i])} for i in acquisition.select(pool, k, rng)]
-
-
-def labelled(store: Any, row_of: Mapping[int, int], classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (into the embeddings) and class indices of every object the store has a label for."""
-    labels = store.labels()
-    return np.asarray([row_of[i] for i in labels]), np.asarray([list(classes).index(v) for v in labels.values()])
-
-
-def _hitl(h: Mapping[str, Any], seed: int, root: Path, classes: list[str], x: np.ndarray, y: np.ndarray, ids: np.ndarray,
-          x_test: np.ndarray, y_test: np.ndarray, rare: list[int], workdir: Path) -> list[dict]:
-    """Active learning on the frozen-feature probe with galframe_hitl's acquisition, store and catalog oracle."""
-    from galframe_hitl.acquisition import build_acquisition
-    from galframe_hitl.oracle import CatalogOracle, HitlData
-    from galframe_hitl.store import LabelStore
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    db = workdir / f"labels-seed{seed}.sqlite"
-    db.unlink(missing_ok=True)
-    store = LabelStore(db)
-    store.bind(str(root), classes, ids)
-    oracle = CatalogOracle(HitlData(Path(root), tuple(classes)))
-    spec = h.get("acquisition", "margin")
-    acquisition = build_acquisition(dict(spec) if isinstance(spec, Mapping) else str(spec))
-    row_of = {int(i): k for k, i in enumerate(ids)}
-    queue = [{"id": int(ids[i])} for i in np.random.default_rng([seed, 0]).choice(len(ids), int(h["initial"]), replace=False)]
-    rows, probe = [], None
-    for r in range(int(h["rounds"]) + 1):
-        if r > 0:
-            queue = next_queue(store, acquisition, ids, classes, x, probe.predict, int(h["per_round"]), np.random.default_rng([seed, r]))
-        store.start_round(r, queue, acquisition.describe(), None)
-        oracle.ask(store, r, queue)
-        lab_rows, y_lab = labelled(store, row_of, classes)
-        if len(set(y_lab)) < 2:
-            continue
-        probe = Probe(len(classes)).fit(x[lab_rows], y_lab)
-        rows.append({"budget": len(y_lab), "round": r, "seed": seed, **scores(probe.predict(x_test), y_test, rare)})
-    store.close()
-    return rows
-
-
-def report(rows: Mapping[str, list[dict]], out: Path, meta: Mapping[str, Any]) -> dict:
-    """JSON, markdown table and PNG curves from per-run rows; the labels each method needs for AUC 0.9."""
-    curves = {m: _summarise(r) for m, r in rows.items() if r}
-    need = {m: crossing([c["labels"] for c in cs], [c["macro_auc"] for c in cs]) for m, cs in curves.items()}
+def report(rows: Mapping[str, list[dict]], out: Path, meta: Mapping[str, Any], curves: Optional[Mapping[str, list]] = None,
+           headline: Optional[Path] = None) -> dict:
+    """JSON, markdown table and PNG curves from per-run rows; labels to AUC 0.9 per method with intervals,
+    the ratio to ResNet18's, and the suite's entry in ``benchmarks/results/headline.json``."""
+    curves = dict(curves) if curves is not None else {m: _summarise(r, {}, m, np.zeros(0)) for m, r in rows.items() if r}
+    levels = {m: labels_to_level(r) for m, r in rows.items() if r}
+    need = {m: v["labels"] for m, v in levels.items()}
     ref = need.get(RESNET)
-    ratio = {m: (n / ref if (n is not None and ref) else None) for m, n in need.items()}
-    result = {**meta, "level": LEVEL, "curves": curves, "labels_for_auc_0.9": need, "ratio_to_resnet18": ratio, "runs": dict(rows)}
-    (out / "fewshot.json").write_text(json.dumps(result, indent=2, default=float))
+    ratio = {m: (ref / n if (n is not None and ref) else None) for m, n in need.items()}
+    ratio_ci = None
+    if RESNET in levels and HITL in levels and len(levels[RESNET]["samples"]) and len(levels[HITL]["samples"]):
+        k = min(len(levels[RESNET]["samples"]), len(levels[HITL]["samples"]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = levels[RESNET]["samples"][:k] / levels[HITL]["samples"][:k]
+        r = r[~np.isnan(r)]
+        if len(r):
+            lo, hi = np.percentile(r, [2.5, 97.5])
+            ratio_ci = [None if not np.isfinite(v) or v == 0 else float(v) for v in (lo, hi)]
+    need_ci = {m: v["ci"] for m, v in levels.items()}
+    max_budget = max((v["max_budget"] or 0) for v in levels.values()) if levels else None
+    result = {**meta, "level": LEVEL, "curves": curves, "labels_for_auc_0.9": need, "labels_for_auc_0.9_ci": need_ci,
+              "ratio_resnet18_over_method": ratio, "ratio_ci": ratio_ci, "runs": dict(rows)}
+    (out / "fewshot.json").write_text(json.dumps(result, indent=2, default=_json_default))
 
-    labels = sorted({c["labels"] for cs in curves.values() for c in cs if cs is not curves.get(HITL)})
-    lines = [f"Macro one-vs-rest AUC (rare-class AUC in brackets) on {meta['data']['n_test']} held-out objects; "
-             f"mean over seeds; rare classes: {', '.join(meta['data']['rare'])}.", "",
-             "| method | " + " | ".join(f"{b} labels" for b in labels) + f" | labels for AUC {LEVEL} | vs ResNet18 |",
+    labels = sorted({c["labels"] for cs in curves.values() for c in cs})
+    lines = [f"Macro one-vs-rest AUC on {meta['data']['n_test']} held-out objects, mean over seeds (95% bootstrap "
+             f"interval over test objects in brackets where computed); protocol: {meta.get('protocol', '-')}.", "",
+             "| method | " + " | ".join(f"{b}" for b in labels) + f" | labels for AUC {LEVEL} | ResNet18's / method's |",
              "|---|" + "---|" * (len(labels) + 2)]
     for m, cs in curves.items():
         by = {c["labels"]: c for c in cs}
-        if m == HITL:  # the loop's own label counts; show the nearest round at or below each budget
-            cells = []
-            for b in labels:
-                below = [c for c in cs if c["labels"] <= b]
-                cells.append(f"{below[-1]['macro_auc']:.3f} ({below[-1]['rare_auc']:.3f}) @{below[-1]['labels']}" if below else "-")
-        else:
-            cells = [f"{by[b]['macro_auc']:.3f} ({by[b]['rare_auc']:.3f})" if b in by else "-" for b in labels]
-        n = need[m]
+        cells = []
+        for b in labels:
+            c = by.get(b)
+            if c is None:
+                cells.append("-")
+            elif "macro_auc_ci" in c:
+                cells.append(f"{c['macro_auc']:.3f} [{c['macro_auc_ci'][0]:.3f}, {c['macro_auc_ci'][1]:.3f}]")
+            else:
+                cells.append(f"{c['macro_auc']:.3f}")
+        n = need.get(m)
         top = max(c["labels"] for c in cs)
-        need_s = f"{n:,.0f}" if n is not None else f"> {top:,}"
-        ratio_s = f"{ratio[m]:.2f}x" if ratio[m] is not None else "-"
+        ci = need_ci.get(m) or [None, None]
+        ci_s = f" [{ci[0]:,.0f}, {ci[1]:,.0f}]" if ci[0] is not None and ci[1] is not None else \
+            (f" [{ci[0]:,.0f}, > {top:,}]" if ci[0] is not None else "")
+        need_s = f"{n:,.0f}{ci_s}" if n is not None else f"> {top:,}"
+        ratio_s = f"{ratio[m]:.1f}x" if ratio.get(m) is not None else "-"
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {need_s} | {ratio_s} |")
+    lines += ["", "Columns: labels. Unlabelled classes (mean over seeds) at the smallest budget: " + ", ".join(
+        f"{m}: {cs[0]['unlabelled_classes']:.1f}" for m, cs in curves.items() if cs and "unlabelled_classes" in cs[0]) + "."]
     (out / "fewshot.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
@@ -314,18 +425,47 @@ def report(rows: Mapping[str, list[dict]], out: Path, meta: Mapping[str, Any]) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for m, cs in curves.items():
         x = [c["labels"] for c in cs]
         for ax, key in zip(axes, ("macro_auc", "rare_auc")):
-            ax.errorbar(x, [c[key] for c in cs], yerr=[c[f"{key}_std"] for c in cs], marker="o", ms=4, capsize=3, label=m)
-    titles = ("macro AUC (held-out)", "rare-class AUC: " + ", ".join(meta["data"]["rare"]))
+            ax.errorbar(x, [c[key] for c in cs], yerr=[c[f"{key}_std"] for c in cs], marker="o", ms=4, capsize=3, label=m,
+                        lw=2.2 if m in (HITL, RESNET) else 1.0)
+    titles = ("macro AUC (held-out), error bars: std over seeds", "rare-class AUC: " + ", ".join(meta["data"]["rare"]))
     for ax, ylabel, title in zip(axes, ("macro AUC", "rare-class AUC"), titles):
         ax.axhline(LEVEL, color="gray", ls="--", lw=1)
         ax.set(xscale="log", xlabel="labels", ylabel=ylabel)
         ax.set_title(title, fontsize=9)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "fewshot.png", dpi=100)
     plt.close(fig)
+
+    entry = {"protocol": meta.get("protocol", "docs/fewshot_protocol.md"),
+             "seeds": int(max((c["n"] for cs in curves.values() for c in cs), default=0)),
+             "labels_to_0.9": {key: need.get(m) for m, key in HEADLINE_KEYS.items()},
+             "ratio": ratio.get(HITL), "ratio_ci": ratio_ci,
+             "probe_auc_at_1000": next((c["macro_auc"] for c in curves.get(PROBE, []) if c["labels"] == 1000), None),
+             "max_budget": max_budget, "profile": (meta.get("profile") or {}).get("name"), "results": str(out / "fewshot.json")}
+    if headline is not None:
+        write_headline(headline, "fewshot", entry)
+    result["headline"] = entry
     return result
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return float(value)
+
+
+def write_headline(path: Path, key: str, entry: Mapping[str, Any]) -> None:
+    """Read-modify-write one suite's key of ``headline.json`` (the other suites' keys are kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[key] = entry
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    tmp.replace(path)

@@ -430,3 +430,20 @@ def test_two_labelers_in_two_browsers_cannot_undo_or_overwrite_each_other(team) 
     finally:
         browser.close()
         pw.stop()
+
+
+def test_the_loops_page_names_its_labelers(tmp_path, capsys) -> None:
+    from galframe_hitl.oracle import HitlData, WebOracle
+
+    store = queued_store(tmp_path / "labels.sqlite")
+    token = store.add_labeler("alice")
+    oracle = WebOracle(HitlData(tmp_path / "no-dataset", tuple(CLASSES)), port=0)
+    oracle.start(store)
+    try:
+        out = capsys.readouterr().out
+        assert "Labeling page: http://127.0.0.1:" in out and "named labelers (alice)" in out
+        base = oracle.url.rstrip("/")
+        assert httpx.get(f"{base}/api/state").status_code == 401
+        assert httpx.get(f"{base}/api/state", headers={"X-Galframe-Token": token}).status_code == 200
+    finally:
+        oracle.close()

@@ -203,6 +203,10 @@ class WebOracle(Oracle):
         shown = self.host if ":" not in self.host else f"[{self.host}]"
         self.url = f"http://{shown}:{self.server.port}/" + (f"?token={self.token}" if self.token else "")
         print(f"Labeling page: {self.url}", flush=True)
+        if store.has_labelers():
+            names = ", ".join(r["name"] for r in store.labelers() if r["revoked"] is None)
+            print(f"  named labelers ({names}): each signs in with their own link "
+                  "(galframe hitl labelers add NAME --store ... prints one)", flush=True)
 
     def ask(self, store: LabelStore, rnd: int, items: Sequence[dict]) -> None:
         done, total = store.progress(rnd)

@@ -25,7 +25,7 @@ def test_bench_errors_name_the_suite_and_profile() -> None:
     bad = galframe_cli("bench", "fewshoot")
     assert bad.returncode == 2 and "Unknown bench suite 'fewshoot'. Did you mean 'fewshot'?" in bad.stderr
     bad = galframe_cli("bench", "throughput", "--profile", "huge")
-    assert bad.returncode == 2 and "profile=huge is not one of ['full', 'small']" in bad.stderr
+    assert bad.returncode == 2 and "profile=huge is not one of ['cpu', 'demo', 'full', 'small']" in bad.stderr
 
 
 def test_crossing_and_ratio_to_resnet18(tmp_path) -> None:
@@ -80,17 +80,20 @@ def test_protocol_refuses_labels_beyond_the_budget() -> None:
 
 
 def test_fewshot_suite_runs_every_method_on_the_same_data(tiny_dataset, tmp_path) -> None:
+    """The demo's comparison (make demo runs this profile) on a tiny dataset, from the shipped LVM weights."""
     out = tmp_path / "bench"
-    P = "profiles.small.fewshot"
+    P = "profiles.demo.fewshot"
     res = galframe_cli(
-        "bench", "fewshot", "--profile", "small", f"out={out}", "weights=null", f"paths.runs={tmp_path / 'runs'}",
+        "bench", "fewshot", "--profile", "demo", f"out={out}", f"paths.runs={tmp_path / 'runs'}",
         f"{P}.path={tiny_dataset}", f"{P}.data=dir", f"{P}.n=null", f"{P}.budgets=[30,60]", f"{P}.seeds=[0,1]",
         f"{P}.resnet_budgets=[60]", f"{P}.train_seeds=[0]", f"{P}.finetune_budgets=[60]", f"{P}.min_steps=3",
         f"{P}.min_epochs=1", f"{P}.views=4", f"{P}.hitl.max_budget=60", f"{P}.ablations=[no_semi,hitl_random]",
         timeout=900,
     )
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "60 labels, held-out macro AUC: LVM + DST + HITL 0." in res.stdout and "against ResNet18 (scratch) 0." in res.stdout
     result = json.loads((out / "fewshot" / "fewshot.json").read_text())
+    assert result["weights"] == "lvm_tiny-g10"
     curves = result["curves"]
     assert set(curves) == {"ResNet18 (scratch)", "LVM probe (frozen features, random labels)",
                            "LVM + DST (semi-supervised head, random labels)", "LVM + DST + HITL",

@@ -64,7 +64,8 @@ def run(cfg: Any, run_dir: Any) -> dict:
 
             if weights == "lvm_tiny-demo":
                 ensure_pretrained()
-            fewshot({**p["fewshot"], "name": profile}, out / "fewshot", weights, lvm, trainer, runs / "fewshot",
+            cache = Path(str((c.get("paths") or {}).get("runs") or "runs")) / "bench-cache" / "features"
+            fewshot({"cache": str(cache), **p["fewshot"], "name": profile}, out / "fewshot", weights, lvm, trainer, runs / "fewshot",
                     headline=out.parent / "headline.json")
         elif name == "detect":
             from galframe_bench.detect import main as detect

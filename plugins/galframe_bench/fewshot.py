@@ -282,10 +282,10 @@ def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, train
 
     views = int(p.get("views", 8))
     scaling_cfg = cfg["data"]["scaling"]
-    cache = runs / "features"
+    # embeddings are label-free and deterministic: cached per dataset, backbone, weights and views
+    cache = Path(p.get("cache") or runs / "features") / f"{root.name}-views{views}"
     lvm_cfg = compose([*data, "logger=none", f"backbone={lvm}", f"backbone.weights={weights if weights else 'null'}"])["backbone"]
-    feats = {"lvm": features(f"{lvm}-{Path(str(weights)).name if weights else 'random'}", lvm_cfg, info, dm, scaling_cfg,
-                             views, cache, log)}
+    feats = {"lvm": features(f"{lvm}-{_weights_key(weights)}", lvm_cfg, info, dm, scaling_cfg, views, cache, log)}
     ablations = list(p.get("ablations") or [])
     if "random_lvm" in ablations:
         feats["random_lvm"] = features(f"{lvm}-random", compose([*data, "logger=none", f"backbone={lvm}"])["backbone"],
@@ -349,6 +349,11 @@ def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, train
                                              "finetune.lr_decay=0.7", "optimizer.lr=3e-4"])
 
     curves = {m: _summarise(r, probs, m, y_test) for m, r in rows.items() if r}
+    for c in curves.get(RESNET, []):  # the comparison people look for, at each budget ResNet18 ran
+        mine = next((h for h in curves.get(HITL, []) if h["labels"] == c["labels"]), None)
+        if mine is not None:
+            log(f"{c['labels']} labels, held-out macro AUC: LVM + DST + HITL {mine['macro_auc']:.3f} against ResNet18 "
+                f"(scratch) {c['macro_auc']:.3f} ({len(test_cat)} objects; curves: {out / 'fewshot.png'})")
     result = report(rows, out, {
         "data": {"path": str(root), "n_train": int(len(train_cat)), "n_test": int(len(test_cat)), "classes": classes,
                  "rare": [classes[k] for k in rare], "train_counts": counts.tolist()},
@@ -356,6 +361,16 @@ def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, train
         "seconds": round(time.perf_counter() - t_start, 1),
     }, curves=curves, headline=headline)
     return result
+
+
+def _weights_key(weights: Optional[str]) -> str:
+    """A cache key for pretrained weights: the sha256 of the file they resolve to (random: 'random')."""
+    if not weights:
+        return "random"
+    from galframe_lvm.weights import resolve
+
+    file, meta, _ = resolve(str(weights))
+    return f"{Path(file).stem}-{(meta.get('sha256') or '')[:12]}"
 
 
 def _read_predictions(run_dir: Path, classes: Sequence[str]):

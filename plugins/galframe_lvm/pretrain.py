@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -425,6 +426,25 @@ def pretrain_config(cfg: Mapping[str, Any], info: DataInfo) -> dict:
     }
 
 
+def _command_line() -> Optional[str]:
+    """``galframe pretrain <overrides>`` as the user typed it (under Hydra), for the weights' sidecar."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return " ".join(["galframe pretrain", *HydraConfig.get().overrides.task])
+    except Exception:  # called from Python, not from the command line
+        return None
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    return f"CPU, {os.cpu_count()} cores ({platform.machine()})"
+
+
 def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ()) -> dict:
     """Pretrain one composition (``conf/pretrain.yaml``); returns the held-out metrics (also in ``metrics.json``)."""
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -439,6 +459,8 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
     from galframe import distributed
 
+    started = time.perf_counter()
+    command = _command_line()
     cfg = to_dict(cfg)
     run_dir = Path(distributed.rank_run_dir(run_dir) or run_dir or cfg.get("run_dir") or Path.cwd()).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -538,6 +560,9 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
                 **({"target": settings["target"], "mask": settings["mask"]} if model.restoration is not None else {}),
                 "global_step": int(trainer.global_step),
                 "data": cfg["data"].get("name"),
+                "command": command,
+                "wall_time_s": round(time.perf_counter() - started, 1),
+                "machine": _machine(),
                 "heldout": {k: v for k, v in metrics.items() if k.startswith("heldout/")},
             }
         },

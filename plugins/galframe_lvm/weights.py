@@ -8,7 +8,8 @@ holding one weights file, or a ``galframe pretrain`` run directory) or the name 
 The zoo is the union of two JSON indexes, lists of entries ``{name, file, sha256, bands,
 description, url?}``:
 
-* ``zoo.json`` shipped in this package (files are looked up in the user's zoo folder), and
+* ``zoo.json`` shipped in this package (files in the package's ``zoo/`` folder, each with its sidecar
+  naming the command that made it, its wall time and its sha256), and
 * ``<galframe cache>/zoo/index.json`` (files relative to that folder), which wins on equal names.
 
 Nothing is ever downloaded: an entry whose file is not there says where to download it and where
@@ -97,7 +98,7 @@ def zoo_entries() -> dict[str, dict]:
     """Every zoo entry by name (the user's cache index wins over the package's), with ``_root`` and ``_index``."""
     found: dict[str, dict] = {}
     user_dir = zoo_dir()
-    for index, root in ((PACKAGE_ZOO, user_dir), (user_dir / "index.json", user_dir)):
+    for index, root in ((PACKAGE_ZOO, PACKAGE_ZOO.with_name("zoo")), (user_dir / "index.json", user_dir)):
         for entry in read_index(index):
             if entry.get("kind", "backbone") != "backbone":  # whole trained models (galframe.predict.register_model)
                 continue

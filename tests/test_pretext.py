@@ -167,3 +167,25 @@ def test_pretrain_with_distill_only_reads_no_clean_images(tiny_dataset, tmp_path
     assert history and history[-1]["epoch"] == 1
     with pytest.raises(ConfigError, match="every objective weight 0"):
         _pretrain(tiny_dataset, tmp_path / "e", "trainer=fast", "logger=none", "pretrain.objectives.restore.weight=0")
+
+
+def test_shipped_weights_load_and_their_sha256_matches(tmp_path, monkeypatch) -> None:
+    """lvm_tiny-g10 ships inside the package: it loads with no user zoo, and its sidecar names how it was made."""
+    from pathlib import Path
+
+    import galframe_lvm
+    from galframe_lvm.weights import resolve, sha256_of, zoo_entries
+
+    monkeypatch.setenv("GALFRAME_CACHE", str(tmp_path / "empty-cache"))  # no user zoo
+    entry = zoo_entries()["lvm_tiny-g10"]
+    file, meta, zoo = resolve("lvm_tiny-g10")
+    assert Path(file).parent == Path(galframe_lvm.__file__).with_name("zoo")
+    assert sha256_of(file) == entry["sha256"] == meta["sha256"]
+    assert Path(file).stat().st_size < 8e6  # a few MB
+    pre = meta["pretrain"]
+    assert pre["command"].startswith("galframe pretrain") and pre["wall_time_s"] > 0 and pre["machine"]
+    assert list(pre["objectives"]) == ["distill"] and meta["bands"] == list(BANDS)
+    info = DataInfo(bands=BANDS, image_size=64)
+    backbone = build_backbone({"plugin": "lvm", "img_size": 64, "patch_size": 4, "embed_dim": 32, "depths": [2, 2, 2],
+                               "num_heads": [2, 4, 8], "weights": "lvm_tiny-g10"}, info)
+    assert backbone.weights_meta["zoo_entry"] == "lvm_tiny-g10"

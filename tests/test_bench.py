@@ -88,6 +88,7 @@ def test_fewshot_suite_runs_every_method_on_the_same_data(tiny_dataset, tmp_path
         f"{P}.path={tiny_dataset}", f"{P}.data=dir", f"{P}.n=null", f"{P}.budgets=[30,60]", f"{P}.seeds=[0,1]",
         f"{P}.resnet_budgets=[60]", f"{P}.train_seeds=[0]", f"{P}.finetune_budgets=[60]", f"{P}.min_steps=3",
         f"{P}.min_epochs=1", f"{P}.views=4", f"{P}.hitl.max_budget=60", f"{P}.ablations=[no_semi,hitl_random]",
+        f"{P}.headline=true",
         timeout=900,
     )
     assert res.returncode == 0, res.stderr[-3000:]

@@ -66,7 +66,7 @@ def run(cfg: Any, run_dir: Any) -> dict:
                 ensure_pretrained()
             cache = Path(str((c.get("paths") or {}).get("runs") or "runs")) / "bench-cache" / "features"
             fewshot({"cache": str(cache), **p["fewshot"], "name": profile}, out / "fewshot", weights, lvm, trainer, runs / "fewshot",
-                    headline=out.parent / "headline.json")
+                    headline=out.parent / "headline.json" if p["fewshot"].get("headline", True) else None)
         elif name == "detect":
             from galframe_bench.detect import main as detect
 

@@ -328,13 +328,14 @@ def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, train
                      f"data.n_labeled={budget}", f"data.label_seed={seed}", f"seed={seed}", f"trainer.max_epochs={epochs}",
                      "trainer.limit_val_batches=0", "select=last"]
         check_trained_overrides(method, overrides)
-        LabelBudget(labels, budget, method).reveal(draws.get((budget, seed), label_rows(budget, seed)))
+        drawn = draws[(budget, seed)] if (budget, seed) in draws else label_rows(budget, seed)
+        LabelBudget(labels, budget, method).reveal(drawn)
         t = time.perf_counter()
         metrics = train_run(compose(overrides), run_dir=run_dir)
         table = _read_predictions(run_dir, classes).set_index("id").loc[test_cat["id"].to_numpy()]
         prob = table[[f"classify_p_{c}" for c in classes]].to_numpy(float)
         row = {"budget": budget, "seed": seed, "epochs": epochs, "seconds": round(time.perf_counter() - t, 1),
-               **score(prob, y_test, rare, labels[draws.get((budget, seed), label_rows(budget, seed))]),
+               **score(prob, y_test, rare, labels[drawn]),
                "galframe_auroc": metrics.get("test/classify/auroc")}
         rows.setdefault(method, []).append(row)
         keep(method, budget, seed, prob)

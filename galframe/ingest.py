@@ -17,7 +17,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from galframe.catalog import write_rejects
 from galframe.errors import ConfigError, DataError
+from galframe.stream import ShardSource, progress_bar
 
 RESERVED = ("id", "shard", "index")
 
@@ -36,11 +38,8 @@ def ingest(
     batch: int = 256,
     log: Callable[[str], None] = print,
 ) -> dict:
-    import pandas as pd
-
     from galframe.data.format import DatasetWriter
-    from galframe.readers.base import Reject, StampError, conform, scalar_meta
-    from galframe.predict import _progress
+    from galframe.readers.base import scalar_meta
 
     bands = [str(b) for b in (bands or reader.bands or [])]
     if not bands:
@@ -48,68 +47,49 @@ def ingest(
     size = int(image_size)
     reader.bind(bands, size)
     rebin = int(core.get("rebin", 1) or 1)
-    pixel_scale = (reader.pixel_scale or 0.262) * rebin
-    out = Path(str(out)).expanduser().absolute()
     classes = list(reader.classes or [])
     writer = DatasetWriter(
-        out, name or type(reader).__name__, bands, size, pixel_scale, 22.5, classes, config or {},
-        shard_size=shard_size, votes=reader.votes,
+        Path(str(out)).expanduser().absolute(), name or type(reader).__name__, bands, size,
+        (reader.pixel_scale or 0.262) * rebin, 22.5, classes, config or {}, shard_size=shard_size, votes=reader.votes,
     )
+    def unlabelled(item: Any) -> Optional[str]:
+        return "no class label" if classes and "class" not in scalar_meta(item.meta) else None
+
+    source = ShardSource(reader, bands, size, core, batch, strict, "rejects.csv", check=unlabelled)
     rejects: list[dict] = []
-    images: list[np.ndarray] = []
-    rows: list[dict] = []
-
-    def reject(source: str, reason: str, oid: Optional[str]) -> None:
-        if strict:
-            raise DataError(f"{source}: {reason}. (strict=true stops at the first bad input.)")
-        rejects.append({"source": source, "id": oid, "reason": reason})
-
-    def flush() -> None:
-        if images:
-            writer.add(np.stack(images), None, rows)
-            images.clear()
-            rows.clear()
-
     shards = reader.shards()
     try:
-        with _progress(progress, sum(s.n for s in shards), 0) as advance:
+        with progress_bar(progress, sum(s.n for s in shards), 0, "ingest") as advance:
             for shard in shards:
-                for item in reader.read(shard):
-                    if isinstance(item, Reject):
-                        reject(item.source, item.reason, item.id)
+                for kind, _, payload in source.events(shard):
+                    if kind == "reject":
+                        rejects.append(payload)
                         advance(1, 1)
-                        continue
-                    try:
-                        c = conform(item, bands, size, **core)
-                    except StampError as exc:
-                        reject(str(item.meta.get("source", "")), str(exc), str(item.id))
-                        advance(1, 1)
-                        continue
-                    meta = scalar_meta(item.meta)
-                    row = {("source_" + k if k in RESERVED else k): v for k, v in meta.items()}
-                    row["source_id"] = str(item.id)
-                    row["n_bad_pixels"] = c.n_bad
-                    for k, b in enumerate(bands):
-                        row[f"sky_sigma_{b}"] = float(c.sky_sigma[k])
-                    if classes and "class" not in row:
-                        reject(str(item.meta.get("source", "")), "no class label", str(item.id))
-                        advance(1, 1)
-                        continue
-                    images.append(c.flux)
-                    rows.append(row)
-                    advance(1, 0)
-                    if len(images) >= batch:
-                        flush()
-            flush()
+                    elif kind == "batch":
+                        writer.add(np.stack([c.flux for _, c in payload]), None, [_row(i, c, bands) for i, c in payload])
+                        advance(len(payload), 0)
             if writer.n == 0:
                 raise DataError(f"{reader.describe()}: no object could be ingested ({len(rejects)} rejected).")
             path = writer.close()
     except BaseException:
         writer.abort()
         raise
-    pd.DataFrame(rejects, columns=["source", "id", "reason"]).to_csv(path / "rejects.csv", index=False)
+    write_rejects(rejects, path / "rejects.csv", ["source", "id", "reason"])
     log(f"Wrote {writer.n} objects to {path}; {len(rejects)} rejected, listed in {path / 'rejects.csv'}.")
     return {"out": str(path), "n": writer.n, "rejects": len(rejects)}
+
+
+def _row(item: Any, conformed: Any, bands: Sequence[str]) -> dict:
+    """The catalog row of an ingested object: its metadata (the source id as ``source_id``), ``n_bad_pixels``
+    and ``sky_sigma_<band>``."""
+    from galframe.readers.base import scalar_meta
+
+    row = {("source_" + k if k in RESERVED else k): v for k, v in scalar_meta(item.meta).items()}
+    row["source_id"] = str(item.id)
+    row["n_bad_pixels"] = conformed.n_bad
+    for k, b in enumerate(bands):
+        row[f"sky_sigma_{b}"] = float(conformed.sky_sigma[k])
+    return row
 
 
 def run(cfg: Any, run_dir: Any = None) -> dict:

@@ -215,18 +215,10 @@ class GalaxyModel(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        outputs = self(batch["image"])
-        columns: dict[str, Any] = {"id": batch["id"].cpu().numpy() if torch.is_tensor(batch["id"]) else batch["id"]}
-        sources: list[dict[str, Any]] = []
-        for name, task in self.tasks.items():
-            columns.update(task.predict_columns(outputs[name]))
-            hook = getattr(task, "predict_sources", None)  # tasks that find several objects per image
-            if hook is not None:
-                for image_id, rows in zip(np.asarray(columns["id"]).tolist(), hook(outputs[name])):
-                    sources += [{"image_id": int(image_id), "task": name, **row} for row in rows]
-        if sources or any(hasattr(t, "predict_sources") for t in self.tasks.values()):
-            columns["sources"] = sources  # a list of rows, not a column: see galframe.report.predict_split
-        return columns
+        """The batch's ``id`` and every task's catalog columns (and ``sources``): see :func:`galframe.inference.batch_columns`."""
+        from galframe.inference import batch_columns
+
+        return batch_columns(self, batch)
 
     # -- optimisation ---------------------------------------------------------
     def configure_optimizers(self) -> Any:

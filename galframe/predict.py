@@ -11,14 +11,17 @@ the same command skips finished shards.  At the end the parts are merged, stream
 is listed with its reason in ``<out stem>.rejects.csv``.  Memory does not grow with the number of
 objects.  ``strict=true`` stops at the first bad input instead.
 
-Detection tasks: a task with ``predict_sources(outputs)`` (or ``predict_detections``) returning, per
+Detection tasks: a task with ``predict_sources(outputs)`` returning, per
 image, the detected objects (a list of row dicts, or a dict of columns) with a box ``x0, y0, x1, y1``
 (or ``x_min, y_min, x_max, y_max``) in the input's continuous pixel coordinates (pixel i spans
 [i, i + 1), as in COCO/mmdet), a ``score``, optionally its own centre ``x, y`` (0-based pixel
 centres, e.g. a mask centroid) and anything else, gets them written to
 ``<out stem>.detections.parquet`` in the source image's pixels, with RA/Dec where the source has a
 WCS; on tiled sources (``reader.mosaic``, ``reader.image`` with ``tile_size``) the duplicates that tile
-overlaps make are merged by :func:`galframe.readers.tiles.merge_tile_detections`.
+overlaps make are merged by :func:`galframe.readers.detections.merge_tile_detections`.
+
+The loop over shards is :mod:`galframe.stream` (shared with ``galframe ingest``), the catalog and its
+resumable parts are :mod:`galframe.catalog`, the model's pass over a batch :mod:`galframe.inference`.
 
 Several processes (``trainer=ddp trainer.devices=N``, as in training; docs/distributed.md): galframe
 starts the other local ranks itself (or joins those of ``torchrun``/``srun``) and every rank lists the
@@ -32,23 +35,20 @@ A restart, with any number of processes, skips the shards any of them finished.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from galframe.catalog import PartsDir, catalog_rows, write_catalog, write_rejects, write_table
 from galframe.errors import ConfigError, DataError, GalframeError, did_you_mean
-
-PARTS_VERSION = 1
-BASE_COLUMNS = ("id", "ra", "dec")
-TAIL_COLUMNS = ("n_bad_pixels", "source")
+from galframe.inference import predict_batch, source_hooks
+from galframe.readers.detections import merge_detections, to_source_pixels
+from galframe.stream import ShardSource, event_loader, progress_bar, shard_stream_class
 
 
 # -- the model ------------------------------------------------------------------------------------------
@@ -155,94 +155,7 @@ def pick_device(spec: str = "auto") -> str:
     return str(spec)
 
 
-# -- bookkeeping of a (resumable) run -----------------------------------------------------------------------
-class PartsDir:
-    """``.<out name>.parts/``: ``run.json`` (what the run is), ``done.jsonl`` (one line per finished
-    shard: key, fingerprint, rows, rejects, detections, rank, worker; ``done.rank<r>.jsonl`` for rank r of
-    several processes, so no two processes append to one file) and the per-shard Parquet parts."""
-
-    def __init__(self, out: Path, rank: Optional[int] = None) -> None:
-        self.out = out
-        self.root = out.parent / f".{out.name}.parts"
-        self.done_file = self.root / ("done.jsonl" if rank is None else f"done.rank{int(rank):05d}.jsonl")
-
-    def start(self, identity: Mapping[str, Any], overwrite: bool) -> dict[str, dict]:
-        """Create or reopen the parts directory; returns the finished shards by key."""
-        run_file = self.root / "run.json"
-        identity = json.loads(json.dumps(identity, default=str))
-        if overwrite and self.root.exists():
-            shutil.rmtree(self.root)
-        if self.root.exists() and run_file.is_file():
-            old = json.loads(run_file.read_text())
-            if old.get("identity") != identity:
-                differ = sorted(k for k in set(old.get("identity", {})) | set(identity)
-                                if old.get("identity", {}).get(k) != identity.get(k))
-                raise ConfigError(
-                    f"{self.root}: an unfinished run with other settings ({', '.join(differ)}) writes to {self.out}; "
-                    "pass overwrite=true to start again, or choose another out."
-                )
-            return self.finished()
-        self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob("*"):
-            stale.unlink() if stale.is_file() else shutil.rmtree(stale)
-        _atomic_write(run_file, json.dumps({"version": PARTS_VERSION, "identity": identity}, indent=2))
-        return {}
-
-    def finished(self) -> dict[str, dict]:
-        """The finished shards by key, from every process's log (one process or several, this run or an
-        earlier one of the same identity)."""
-        done: dict[str, dict] = {}
-        for file in sorted(self.root.glob("done*.jsonl")):
-            with open(file) as fh:
-                for line in fh:
-                    try:
-                        entry = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by a kill
-                    if isinstance(entry, dict) and "key" in entry:
-                        done[entry["key"]] = entry
-        return done
-
-    def part(self, key: str, kind: str = "part") -> Path:
-        return self.root / f"{kind}-{key}.parquet"
-
-    def mark_done(self, entry: Mapping[str, Any]) -> None:
-        with open(self.done_file, "a") as fh:
-            fh.write(json.dumps(entry, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_table(frame: Any, path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-    os.replace(tmp, path)
-
-
-# -- the prediction loop ------------------------------------------------------------------------------------
-def _meta_columns(meta: Mapping[str, Any], columns: Any, taken: set) -> dict[str, Any]:
-    from galframe.readers.base import scalar_meta
-
-    values = scalar_meta(meta)
-    for key in ("ra", "dec", "source"):
-        values.pop(key, None)
-    if columns in (None, "none"):
-        return {}
-    if columns != "all":
-        wanted = set(columns)
-        values = {k: v for k, v in values.items() if k in wanted}
-    return {(f"cat_{k}" if k in taken else k): v for k, v in values.items()}
-
-
+# -- the run ------------------------------------------------------------------------------------------
 class Predictor:
     """Runs ``model`` over ``reader``'s shards (see the module docstring); :meth:`run` returns a summary."""
 
@@ -283,84 +196,22 @@ class Predictor:
             raise ConfigError(f"num_workers must be 0 (read in this process) or more (got {num_workers}).")
         self.bands = list(model.bands)
         self.size = int(model.data_info.image_size)
-        self.detect_tasks = {
-            n: getattr(t, "predict_sources", None) or getattr(t, "predict_detections")
-            for n, t in model.tasks.items()
-            if callable(getattr(t, "predict_sources", None)) or callable(getattr(t, "predict_detections", None))
-        }
+        self.detect_tasks = source_hooks(model)
         self.device = next(iter(model.parameters())).device if any(True for _ in model.parameters()) else "cpu"
 
     # -- one batch ---------------------------------------------------------------------------------------
-    def _infer(self, batch: list) -> tuple[dict, list]:
+    def _predict_batch(self, batch: list) -> tuple[Any, list]:
+        """(the catalog rows, the detection frames) of a batch of ``(stamp, conformed)``."""
         import torch
 
         x = torch.from_numpy(np.stack([c.flux for _, c in batch])).to(self.device)
-        with torch.inference_mode():
-            outputs = self.model(x)
-        cols: dict[str, Any] = {}
-        dets: list = []
-        for name, task in self.model.tasks.items():
-            if name in self.detect_tasks:
-                dets.append((name, self.detect_tasks[name](outputs[name])))
-            cols.update({k: np.asarray(v) for k, v in task.predict_columns(outputs[name]).items()})
-        return cols, dets
-
-    def _rows(self, batch: list, cols: dict) -> Any:
-        import pandas as pd
-
-        n = len(batch)
-        frame = {
-            "id": [str(s.id) for s, _ in batch],
-            "ra": [float(s.meta.get("ra", np.nan)) if s.meta.get("ra") is not None else np.nan for s, _ in batch],
-            "dec": [float(s.meta.get("dec", np.nan)) if s.meta.get("dec") is not None else np.nan for s, _ in batch],
-        }
-        for key, value in cols.items():
-            if len(value) != n:
-                raise DataError(f"task column '{key}' has {len(value)} values for a batch of {n} objects.")
-            frame[key] = value
-        frame["n_bad_pixels"] = np.asarray([c.n_bad for _, c in batch], dtype=np.int64)
-        frame["source"] = [str(s.meta.get("source", "")) for s, _ in batch]
-        taken = set(frame)
-        metas = [_meta_columns(s.meta, self.columns, taken) for s, _ in batch]
-        keys = list(dict.fromkeys(k for m in metas for k in m))
-        for key in keys:
-            frame[key] = [m.get(key) for m in metas]
-        return pd.DataFrame(frame)
-
-    def _detection_rows(self, batch: list, dets: list) -> list:
-        import pandas as pd
-
-        rebin = int(self.core.get("rebin", 1) or 1)
-        frames = []
-        for task_name, per_image in dets:
-            if len(per_image) != len(batch):
-                raise DataError(f"task '{task_name}': predict_detections gave {len(per_image)} results for {len(batch)} images.")
-            for (stamp, conformed), found in zip(batch, per_image):
-                found = pd.DataFrame(found if isinstance(found, list) else {k: np.asarray(v) for k, v in dict(found).items()})
-                if len(found) == 0:
-                    continue
-                found = found.rename(columns={"x0": "x_min", "y0": "y_min", "x1": "x_max", "y1": "y_max",
-                                              "x": "centre_x", "y": "centre_y"})
-                missing = [c for c in ("x_min", "y_min", "x_max", "y_max", "score") if c not in found]
-                if missing:
-                    raise DataError(f"task '{task_name}': its detections lack {missing} (a box x0, y0, x1, y1 and a score).")
-                oy, ox = conformed.offset
-                for a, off in (("x_min", ox), ("x_max", ox), ("y_min", oy), ("y_max", oy)):
-                    found[a] = (found[a].astype(float) + off) * rebin  # input pixels -> the stamp's own pixels
-                for a, off in (("centre_x", ox), ("centre_y", oy)):
-                    if a in found:
-                        found[a] = (found[a].astype(float) + 0.5 + off) * rebin - 0.5
-                found.insert(0, "task", task_name)
-                found.insert(0, "id", str(stamp.id))
-                found["source"] = str(stamp.meta.get("source", ""))
-                found["tile_x0"] = int(stamp.meta.get("tile_x0", 0))
-                found["tile_y0"] = int(stamp.meta.get("tile_y0", 0))
-                frames.append(found)
-        return frames
+        cols, dets = predict_batch(self.model, x, self.detect_tasks)
+        rows = catalog_rows(batch, cols, self.columns)
+        return rows, (to_source_pixels(batch, dets, int(self.core.get("rebin", 1) or 1)) if dets else [])
 
     # -- the shards of this process ---------------------------------------------------------------------------
-    def _source(self, light: bool) -> "_ShardSource":
-        return _ShardSource(self.reader, self.bands, self.size, self.core, self.batch_size, self.strict,
+    def _source(self, light: bool) -> ShardSource:
+        return ShardSource(self.reader, self.bands, self.size, self.core, self.batch_size, self.strict,
                             self.rejects_file.name, light)
 
     def _predict_shards(self, todo: Sequence[Any], rank: int, world: int, parts: PartsDir,
@@ -375,14 +226,8 @@ class Predictor:
             return []
         by_key = {s.key: s for s in mine}
         workers = min(self.num_workers, len(mine))
-        stream = _shard_stream_class()(self._source(light=workers > 0), list(todo), rank, world)
-        if workers:
-            from torch.utils.data import DataLoader
-
-            events: Any = DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
-                                     worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
-        else:
-            events = iter(stream)
+        stream = shard_stream_class()(self._source(light=workers > 0), list(todo), rank, world)
+        events = event_loader(stream, workers)
         pending: dict[str, tuple[list, list, list]] = {}
         finished = []
         for kind, key, payload in events:
@@ -396,10 +241,9 @@ class Predictor:
                 raise SystemExit(1)
             frames, rejects, det_frames = pending.setdefault(key, ([], [], []))
             if kind == "batch":
-                cols, dets = self._infer(payload)
-                frames.append(self._rows(payload, cols))
-                if dets:
-                    det_frames.extend(self._detection_rows(payload, dets))
+                rows, dets = self._predict_batch(payload)
+                frames.append(rows)
+                det_frames.extend(dets)
                 advance(len(payload), 0)
             elif kind == "reject":
                 rejects.append(payload)
@@ -418,12 +262,12 @@ class Predictor:
         if frames:
             frame = pd.concat(frames, ignore_index=True)
             rows = len(frame)
-            _write_table(frame, parts.part(shard.key))
+            write_table(frame, parts.part(shard.key))
         n_det = 0
         if det_frames:
             det = pd.concat(det_frames, ignore_index=True)
             n_det = len(det)
-            _write_table(det, parts.part(shard.key, "det"))
+            write_table(det, parts.part(shard.key, "det"))
         entry = {"key": shard.key, "fingerprint": shard.fingerprint, "rows": rows, "rejects": rejects, "detections": n_det,
                  "rank": rank, "worker": worker}
         parts.mark_done(entry)
@@ -482,7 +326,7 @@ class Predictor:
             total, completed = sum(s.n for s in shards), sum(s.n for s in shards) - sum(s.n for s in todo)
         else:
             total, completed = sum(s.n for s in mine), 0  # rank 0's bar shows its own share
-        with _progress(self.progress and rank == 0, total, completed) as advance:
+        with progress_bar(self.progress and rank == 0, total, completed) as advance:
             predicted = self._predict_shards(todo, rank, world, parts, advance)
         distributed.barrier()  # every rank has logged its shards
 
@@ -505,11 +349,8 @@ class Predictor:
 
     # -- merging ---------------------------------------------------------------------------------------
     def _merge(self, parts: PartsDir, shards: Sequence[Any], entries: Sequence[dict]) -> dict:
-        import pandas as pd
-
         rejects = [r for e in entries for r in e.get("rejects", [])]
-        self.rejects_file.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rejects, columns=["shard", "source", "id", "reason"]).to_csv(self.rejects_file, index=False)
+        write_rejects(rejects, self.rejects_file)
         files = [parts.part(e["key"]) for e in entries if e.get("rows", 0) > 0]
         n_rows = sum(e.get("rows", 0) for e in entries)
         if n_rows == 0:
@@ -517,281 +358,13 @@ class Predictor:
                 f"{self.reader.describe()}: no object could be predicted ({len(rejects)} rejected); "
                 f"the reasons are in {self.rejects_file}."
             )
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")
-        try:
-            if self.out.suffix.lower() == ".parquet":
-                merge_parquet(files, tmp)
-            else:
-                merge_fits(files, tmp, n_rows)
-            os.replace(tmp, self.out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_catalog(files, self.out, n_rows)
         summary = {"out": str(self.out), "rows": n_rows, "rejects": len(rejects), "rejects_file": str(self.rejects_file)}
         det_files = [parts.part(e["key"], "det") for e in entries if e.get("detections", 0) > 0]
         if self.detect_tasks:
-            summary["detections"] = self._merge_detections(det_files)
+            summary["detections"] = merge_detections(det_files, self.reader, self.detections_file)
             summary["detections_file"] = str(self.detections_file)
         return summary
-
-    def _merge_detections(self, files: Sequence[Path]) -> int:
-        import pandas as pd
-
-        from galframe.readers.tiles import merge_tile_detections
-
-        frames = [pd.read_parquet(f) for f in files]
-        if not frames:
-            pd.DataFrame(columns=["id", "task", "x_min", "y_min", "x_max", "y_max", "score"]).to_parquet(self.detections_file)
-            return 0
-        det = pd.concat(frames, ignore_index=True)
-        for a, off in (("centre_x", "tile_x0"), ("centre_y", "tile_y0")):
-            if a in det:
-                det[a] = det[a] + det[off]  # the task's own centres, in the source image's pixels
-        merged = []
-        for (source, task), group in det.groupby(["source", "task"], sort=False):
-            grid = self.reader.tile_grid(source) if source else None
-            if grid is not None:
-                group = merge_tile_detections(group, grid, coords="tile")
-            else:
-                group = group.copy()
-                for a, off in (("x_min", "tile_x0"), ("x_max", "tile_x0"), ("y_min", "tile_y0"), ("y_max", "tile_y0")):
-                    group[a] = group[a] + group[off]
-                group["x"] = (group["x_min"] + group["x_max"]) / 2.0 - 0.5  # box centre, 0-based pixel centres
-                group["y"] = (group["y_min"] + group["y_max"]) / 2.0 - 0.5
-            if "centre_x" in group:  # the task's own centre (e.g. a mask centroid) where it gave one
-                group["x"] = group["centre_x"].where(group["centre_x"].notna(), group["x"])
-                group["y"] = group["centre_y"].where(group["centre_y"].notna(), group["y"])
-            world = self.reader.pixel_to_world(source, group["x"].to_numpy(), group["y"].to_numpy()) if source else None
-            group["ra"], group["dec"] = world if world is not None else (np.nan, np.nan)
-            merged.append(group)
-        out = pd.concat(merged, ignore_index=True)
-        out.to_parquet(self.detections_file, index=False)
-        return len(out)
-
-
-class _ShardSource:
-    """Reads and conforms the objects of shards, without the model: in the predicting process, or (``light``:
-    stamps reduced to their id and catalog metadata, all the predicting process needs of them) in a DataLoader
-    worker.  :meth:`events` yields, for one shard, ``("batch", key, [(stamp, conformed), ...])`` of up to
-    ``batch_size`` objects, ``("reject", key, row)`` and last ``("end", key, {"worker": id})``."""
-
-    def __init__(self, reader: Any, bands: Sequence[str], size: int, core: Mapping[str, Any], batch_size: int,
-                 strict: bool, rejects_name: str, light: bool = False) -> None:
-        self.reader, self.bands, self.size, self.core = reader, list(bands), int(size), dict(core)
-        self.batch_size, self.strict, self.rejects_name, self.light = int(batch_size), bool(strict), rejects_name, light
-
-    def _reject(self, source: str, reason: str, oid: Optional[str], shard: str) -> dict:
-        if self.strict:
-            what = f" (object {oid})" if oid and oid not in source else ""
-            raise DataError(f"{source}{what}: {reason}. (strict=true stops at the first bad input; without it, it is "
-                            f"listed in {self.rejects_name} and the run goes on.)")
-        return {"shard": shard, "source": source, "id": oid, "reason": reason}
-
-    def events(self, shard: Any, worker: Optional[int] = None) -> Iterator[tuple]:
-        from galframe.readers.base import Reject, StampError, conform, scalar_meta
-
-        key, batch = shard.key, []
-        try:
-            for item in self.reader.read(shard):
-                if isinstance(item, Reject):
-                    yield ("reject", key, self._reject(item.source, item.reason, item.id, key))
-                    continue
-                try:
-                    conformed = conform(item, self.bands, self.size, **self.core)
-                except StampError as exc:
-                    yield ("reject", key, self._reject(str(item.meta.get("source", "")), str(exc), str(item.id), key))
-                    continue
-                batch.append((SimpleNamespace(id=item.id, meta=scalar_meta(item.meta)) if self.light else item, conformed))
-                if len(batch) >= self.batch_size:
-                    yield ("batch", key, batch)
-                    batch = []
-        except GalframeError as exc:
-            if worker is None:
-                raise
-            yield ("error", key, exc)  # raised again by the predicting process, as itself
-            return
-        if batch:
-            yield ("batch", key, batch)
-        yield ("end", key, {"worker": worker})
-
-
-def _shard_stream_class() -> type:
-    """:class:`ShardStream`, made on first use (so that importing this module does not import torch)."""
-    return globals().get("ShardStream") or __getattr__("ShardStream")
-
-
-def __getattr__(name: str) -> Any:
-    if name != "ShardStream":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from torch.utils.data import IterableDataset, get_worker_info
-
-    from galframe.distributed import shard as share
-
-    class ShardStream(IterableDataset):
-        """The events of this rank's shards: ``shard(todo, rank, world)``, split again among DataLoader workers
-        (every ``num_workers``-th shard of the rank's share to each): every shard is read by one worker."""
-
-        def __init__(self, source: _ShardSource, todo: list, rank: int, world: int) -> None:
-            self.source, self.todo, self.rank, self.world = source, todo, int(rank), int(world)
-
-        def __iter__(self) -> Iterator[tuple]:
-            info = get_worker_info()
-            for s in share(self.todo, self.rank, self.world, workers=True):
-                yield from self.source.events(s, None if info is None else int(info.id))
-
-    ShardStream.__module__ = __name__  # picklable by name (DataLoader workers started by spawn)
-    ShardStream.__qualname__ = "ShardStream"
-    globals()["ShardStream"] = ShardStream
-    return ShardStream
-
-
-def _as_is(item: Any) -> Any:
-    return item
-
-
-def _die_with_parent(parent: int, worker_id: int) -> None:
-    """A DataLoader worker ends when its process does, even when that is killed (SIGKILL): otherwise a worker
-    whose queue to the dead process is full waits forever (Linux: PR_SET_PDEATHSIG; elsewhere nothing)."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
-    except (AttributeError, OSError):
-        return
-    if os.getppid() != parent:  # it died before the line above
-        os._exit(1)
-
-
-class _progress:
-    """A rich progress bar over objects (or nothing); the context value is ``advance(n, n_rejected)``."""
-
-    def __init__(self, enabled: bool, total: int, completed: int) -> None:
-        self.enabled, self.total, self.completed = enabled, total, completed
-        self.rejected = 0
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        if not self.enabled:
-            return lambda n, r: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rejected]} rejected"),
-            TimeElapsedColumn(), TimeRemainingColumn(),
-        )
-        self.bar.start()
-        self.task = self.bar.add_task("predict", total=self.total, completed=self.completed, rejected=0)
-
-        def advance(n: int, rejected: int) -> None:
-            self.rejected += rejected
-            self.bar.update(self.task, advance=n, rejected=self.rejected)
-
-        return advance
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self.bar.stop()
-
-
-# -- writing the catalog, streaming ------------------------------------------------------------------------
-def _unified_schema(files: Sequence[Path]) -> Any:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schemas = [pq.read_schema(f).remove_metadata() for f in files]
-    try:
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataError(f"catalog parts disagree on column types ({exc}).") from exc
-    fields = [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in schema]
-    return pa.schema(fields)
-
-
-def _conform_table(table: Any, schema: Any) -> Any:
-    import pyarrow as pa
-
-    arrays = []
-    for field in schema:
-        if field.name in table.column_names:
-            col = table.column(field.name)
-            arrays.append(col if col.type == field.type else col.cast(field.type))
-        else:
-            arrays.append(pa.nulls(len(table), field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def merge_parquet(files: Sequence[Path], out: Path) -> None:
-    """Concatenate Parquet parts into one file, one part in memory at a time."""
-    import pyarrow.parquet as pq
-
-    schema = _unified_schema(files)
-    with pq.ParquetWriter(out, schema) as writer:
-        for f in files:
-            writer.write_table(_conform_table(pq.read_table(f), schema))
-
-
-def _fits_format(field: Any, width: int) -> str:
-    import pyarrow as pa
-
-    t = field.type
-    if pa.types.is_boolean(t):
-        return ">i2"
-    if pa.types.is_integer(t):
-        return ">i8"
-    if pa.types.is_float32(t):
-        return ">f4"
-    if pa.types.is_floating(t):
-        return ">f8"
-    return f"S{max(width, 1)}"
-
-
-def merge_fits(files: Sequence[Path], out: Path, n_rows: int) -> None:
-    """Write Parquet parts as one FITS binary table, streaming: the header (with the total row count and
-    the widest string of each text column) first, then the rows part by part."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    from astropy.io import fits
-
-    schema = _unified_schema(files)
-    text = [f.name for f in schema if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type))]
-    widths = {c: 1 for c in text}
-    if text:
-        for f in files:
-            table = _conform_table(pq.read_table(f, columns=[c for c in text if c in pq.read_schema(f).names]), pa.schema([schema.field(c) for c in text]))
-            for c in text:
-                lengths = pc.utf8_length(table.column(c).cast(pa.string()))
-                top = pc.max(lengths).as_py()
-                widths[c] = max(widths[c], int(top or 0))
-    dtype = np.dtype([(f.name, _fits_format(f, widths.get(f.name, 1))) for f in schema])
-    hdu = fits.BinTableHDU(data=np.zeros(1, dtype=dtype), name="CATALOG")
-    header = hdu.header
-    header["NAXIS2"] = n_rows
-    header["ORIGIN"] = "galframe predict"
-    written = 0
-    with open(out, "wb") as fh:
-        fh.write(fits.PrimaryHDU().header.tostring().encode("ascii"))
-        fh.write(header.tostring().encode("ascii"))
-        for f in files:
-            table = _conform_table(pq.read_table(f), schema)
-            rec = np.zeros(len(table), dtype=dtype)
-            for field in schema:
-                col = table.column(field.name)
-                if field.name in widths:
-                    values = col.cast(pa.string()).fill_null("").to_pylist()
-                    rec[field.name] = [v.encode("ascii", "replace") for v in values]
-                elif pa.types.is_floating(field.type):
-                    rec[field.name] = col.to_numpy(zero_copy_only=False).astype(float)  # nulls -> NaN
-                else:
-                    arr = col.fill_null(0) if col.null_count else col
-                    rec[field.name] = np.asarray(arr.to_numpy(zero_copy_only=False)).astype(np.int64)
-            fh.write(rec.tobytes())
-            written += len(table)
-        pad = (-(written * dtype.itemsize)) % 2880
-        fh.write(b"\0" * pad)
-    if written != n_rows:
-        raise DataError(f"{out}: wrote {written} rows, expected {n_rows}.")
 
 
 # -- the command -----------------------------------------------------------------------------------------

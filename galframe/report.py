@@ -44,17 +44,18 @@ def predict_split(model: Any, dm: Any, split: str = "test", sources: Any = None)
     import pandas as pd
     import torch
 
+    from galframe.inference import batch_columns
+
     model.eval()
     rows: list[dict] = []
     loader = dm._loader(split, train=False)
-    with torch.no_grad():
-        for batch in loader:
-            batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            cols = model.predict_step(batch, 0)
-            found = cols.pop("sources", None)
-            if sources is not None and found:
-                sources.extend(found)
-            rows.append(pd.DataFrame({k: np.asarray(v) for k, v in cols.items()}))
+    for batch in loader:
+        batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        cols = batch_columns(model, batch)
+        found = cols.pop("sources", None)
+        if sources is not None and found:
+            sources.extend(found)
+        rows.append(pd.DataFrame({k: np.asarray(v) for k, v in cols.items()}))
     pred = pd.concat(rows, ignore_index=True)
     truth = dm.splits[split].reset_index(drop=True)
     return truth.merge(pred, on="id", how="inner")

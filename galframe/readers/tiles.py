@@ -6,8 +6,8 @@ over it unless the image is smaller than a tile).  Each tile *owns* the part of 
 to its centre than to its neighbours' (the overlaps are split down the middle), so the owned
 regions partition the image.
 
-:func:`merge_tile_detections` turns per-tile detections (boxes in tile pixels) into one list in
-image pixels without the duplicates that tile overlaps create.
+:func:`~galframe.readers.detections.merge_tile_detections` (importable from here too) turns per-tile
+detections (boxes in tile pixels) into one list in image pixels without the duplicates that tile overlaps create.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from galframe.errors import ConfigError, DataError
 from galframe.readers.base import Reader, Reject, Shard, Stamp, StampError, chunked, file_id, file_stat, fingerprint
+from galframe.readers.detections import merge_tile_detections  # noqa: F401  (detection merging, next to tiling)
 
 
 def tile_starts(length: int, size: int, overlap: int) -> list[int]:
@@ -79,124 +80,6 @@ class TileGrid:
             ylo, yhi, xlo, xhi = self.owned(int(y0[k]), int(x0[k]))
             out[k] = ylo <= y[k] < yhi and xlo <= x[k] < xhi
         return out
-
-
-def merge_tile_detections(
-    detections: Any,
-    grid: TileGrid,
-    iou: float = 0.5,
-    containment: float = 0.8,
-    edge_margin: float = 2.0,
-    coords: str = "tile",
-) -> Any:
-    """One detection per object from detections made tile by tile.
-
-    ``detections``: a DataFrame (or dict of columns) with ``tile_y0``, ``tile_x0`` (the tile's
-    origin in image pixels), a box ``x_min, y_min, x_max, y_max`` (in the tile's pixels, or the
-    image's with ``coords='image'``; max exclusive), ``score``, and any other columns (class,
-    mask, ...), which are carried along.
-
-    Two detections from *different* tiles are the same object when, both clipped to the region the
-    two tiles share (an object cut by a tile edge gives a partial box there), their boxes overlap with
-    an intersection over union of at least ``iou``, or the smaller lies at least ``containment``
-    inside the other.  Of each
-    group the kept one is, in order: one not touching an inner tile edge (within ``edge_margin``
-    pixels), one whose centre its tile owns, the highest score.  Detections from the same tile are
-    never merged (the detector's own non-maximum suppression did that).
-
-    Boxes are continuous pixel coordinates (pixel i spans [i, i + 1), as in COCO and mmdet).
-    Returns a DataFrame with the boxes in image pixels, ``x``, ``y`` (the box centre as a 0-based
-    pixel-centre coordinate, what a WCS takes: ``(x_min + x_max) / 2 - 0.5``) and ``n_merged`` (how
-    many detections it absorbed), sorted by y then x.
-    """
-    import pandas as pd
-
-    frame = pd.DataFrame(detections).reset_index(drop=True)
-    need = ["tile_y0", "tile_x0", "x_min", "y_min", "x_max", "y_max", "score"]
-    missing = [c for c in need if c not in frame]
-    if missing:
-        raise DataError(f"merge_tile_detections: detections lack column(s) {missing}.")
-    if len(frame) == 0:
-        return frame.assign(x=[], y=[], n_merged=[])
-    ty0, tx0 = frame["tile_y0"].to_numpy(np.int64), frame["tile_x0"].to_numpy(np.int64)
-    box = frame[["x_min", "y_min", "x_max", "y_max"]].to_numpy(np.float64).copy()
-    if coords == "tile":
-        local = box.copy()
-        box[:, [0, 2]] += tx0[:, None]
-        box[:, [1, 3]] += ty0[:, None]
-    elif coords == "image":
-        local = box.copy()
-        local[:, [0, 2]] -= tx0[:, None]
-        local[:, [1, 3]] -= ty0[:, None]
-    else:
-        raise ConfigError(f"merge_tile_detections: coords must be 'tile' or 'image' (got {coords!r}).")
-    cx, cy = (box[:, 0] + box[:, 2]) / 2.0, (box[:, 1] + box[:, 3]) / 2.0
-    s = grid.size
-    touches = (
-        ((local[:, 0] <= edge_margin) & (tx0 > 0))
-        | ((local[:, 1] <= edge_margin) & (ty0 > 0))
-        | ((local[:, 2] >= s - edge_margin) & (tx0 + s < grid.width))
-        | ((local[:, 3] >= s - edge_margin) & (ty0 + s < grid.height))
-    )
-    owned = grid.owns(ty0, tx0, cy, cx)
-    score = frame["score"].to_numpy(np.float64)
-    order = np.lexsort((-score, ~owned, touches))  # last key sorts first: untouched, owned, score
-    cell = float(max(grid.size - grid.overlap, np.max(box[:, 2] - box[:, 0]), np.max(box[:, 3] - box[:, 1]), 1.0))
-    cells: dict[tuple[int, int], list[int]] = {}
-    kept: list[int] = []
-    absorbed = np.zeros(len(frame), dtype=np.int64)
-    tile_of = ty0 * (grid.width + 1) + tx0
-    for i in order:
-        ix0, ix1 = int(box[i, 0] // cell), int(box[i, 2] // cell)
-        iy0, iy1 = int(box[i, 1] // cell), int(box[i, 3] // cell)
-        duplicate_of = -1
-        for gy in range(iy0, iy1 + 1):
-            for gx in range(ix0, ix1 + 1):
-                for j in cells.get((gy, gx), ()):
-                    if tile_of[j] == tile_of[i]:
-                        continue
-                    if _same_object(box[i], box[j], (tx0[i], ty0[i]), (tx0[j], ty0[j]), s, iou, containment):
-                        duplicate_of = j
-                        break
-                if duplicate_of >= 0:
-                    break
-            if duplicate_of >= 0:
-                break
-        if duplicate_of >= 0:
-            absorbed[duplicate_of] += 1 + absorbed[i]
-            continue
-        kept.append(i)
-        for gy in range(iy0, iy1 + 1):
-            for gx in range(ix0, ix1 + 1):
-                cells.setdefault((gy, gx), []).append(i)
-    out = frame.iloc[kept].copy()
-    out[["x_min", "y_min", "x_max", "y_max"]] = box[kept]
-    out["x"], out["y"] = cx[kept] - 0.5, cy[kept] - 0.5
-    out["n_merged"] = absorbed[kept]
-    return out.sort_values(["y", "x"]).reset_index(drop=True)
-
-
-def _area(b: np.ndarray) -> float:
-    return max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
-
-
-def _same_object(a: np.ndarray, b: np.ndarray, ta: tuple, tb: tuple, size: int, iou: float, containment: float) -> bool:
-    """Whether boxes ``a`` and ``b`` (image pixels) from tiles with origins ``ta``, ``tb`` show one object.
-
-    Both are first clipped to the region the two tiles share, so a box cut by its tile's edge is
-    compared with the part of the other box that tile could see."""
-    x0, y0 = max(ta[0], tb[0]), max(ta[1], tb[1])
-    x1, y1 = min(ta[0], tb[0]) + size, min(ta[1], tb[1]) + size
-    ca = np.array([max(a[0], x0), max(a[1], y0), min(a[2], x1), min(a[3], y1)])
-    cb = np.array([max(b[0], x0), max(b[1], y0), min(b[2], x1), min(b[3], y1)])
-    inter_box = np.array([max(ca[0], cb[0]), max(ca[1], cb[1]), min(ca[2], cb[2]), min(ca[3], cb[3])])
-    inter = _area(inter_box)
-    if inter <= 0:
-        return False
-    area_a, area_b = _area(ca), _area(cb)
-    union = area_a + area_b - inter
-    small = min(area_a, area_b)
-    return (union > 0 and inter / union >= iou) or (small > 0 and inter / small >= containment)
 
 
 # -- pixel sources: cut a region out of a large image --------------------------------------------------

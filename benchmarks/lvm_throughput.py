@@ -31,7 +31,7 @@ ARCH_KEYS = ("patch_size", "embed_dim", "depths", "num_heads", "window_size", "m
 
 
 def build(size: str, bands: int = 3) -> SwinUNet:
-    cfg = yaml.safe_load((ROOT / "conf" / "backbone" / f"{size}.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "plugins" / "galframe_lvm" / "conf" / "backbone" / f"{size}.yaml").read_text())
     arch = {k: cfg[k] for k in ARCH_KEYS if k in cfg and cfg[k] is not None}
     return SwinUNet(in_chans=bands, out_chans=bands, img_size=int(cfg["img_size"]), **arch)
 

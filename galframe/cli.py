@@ -168,7 +168,25 @@ def _train(cfg) -> float:  # type: ignore[no-untyped-def]
     from galframe.train import run
 
     metrics = run(cfg, run_dir=HydraConfig.get().runtime.output_dir)
-    return float(next((v for k, v in metrics.items() if k.endswith("/auroc")), metrics.get("test/loss", 0.0)))
+    return objective(cfg, metrics)
+
+
+def objective(cfg, metrics: dict) -> float:  # type: ignore[no-untyped-def]
+    """The sweep objective: the metric the config's ``optimized_metric`` names (an experiment, or the primary
+    config), else the first of ``tasks`` whose YAML declares one, else ``test/loss``."""
+    name = cfg.get("optimized_metric")
+    if name is None:
+        declared = (t.get("optimized_metric") for t in (cfg.get("tasks") or {}).values() if hasattr(t, "get"))
+        name = next((n for n in declared if n), None)
+    if name is None:
+        return float(metrics.get("test/loss", 0.0)) if metrics else 0.0
+    if name not in metrics:
+        if not metrics:
+            return 0.0
+        raise ConfigError(
+            f"optimized_metric '{name}' is not among the run's metrics: {', '.join(sorted(metrics))}."
+        )
+    return float(metrics[name])
 
 
 def _pretrain(cfg) -> float:  # type: ignore[no-untyped-def]
@@ -186,7 +204,7 @@ def _pretrain(cfg) -> float:  # type: ignore[no-untyped-def]
             f"backbone plugin '{plugin}' has no self-supervised pretraining. Backbones that do: {', '.join(able) or '(none)'}."
         )
     metrics = pretrain(cfg, HydraConfig.get().runtime.output_dir)
-    return float(metrics.get("heldout/l1", 0.0)) if metrics else 0.0
+    return objective(cfg, metrics or {})
 
 
 def _simulate(cfg) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from galframe.data.scaling import build_scaling
 from galframe.errors import ConfigError, DataError, check_choice
 
 FINETUNE_MODES = ("full", "frozen", "last_n")
-CORE_TASK_KEYS = ("plugin", "weight")
+CORE_TASK_KEYS = ("plugin", "weight", "optimized_metric")  # read by galframe itself, not by the task plugin
 
 
 def split_plugin_cfg(cfg: Mapping[str, Any], what: str, core_keys: tuple[str, ...] = ("plugin",)) -> tuple[str, dict, dict]:

@@ -7,6 +7,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the core config tree and the config trees the first-party plugins ship (plugins/<package>/conf/)
+CONF_DIRS = (ROOT / "conf", *sorted((ROOT / "plugins").glob("*/conf")))
+
+
+def config_files(group: str) -> list[Path]:
+    """The YAML files of a config group, over the core tree and every first-party plugin's."""
+    return sorted((p for conf in CONF_DIRS for p in (conf / group).glob("*.yaml")), key=lambda p: p.stem)
 
 
 def galframe_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

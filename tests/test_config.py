@@ -9,11 +9,11 @@ import pytest
 
 from galframe import registry
 from galframe.cli import normalise_overrides
-from tests.helpers import ROOT, compose_train, galframe_cli
+from tests.helpers import ROOT, compose_train, config_files, galframe_cli
 
-CONF = ROOT / "conf"
-BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml") if p.stem != "timm")
-TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+BACKBONES = [p.stem for p in config_files("backbone") if p.stem != "timm"]
+TASK_FILES = {p.stem: p for p in config_files("task")}
+TASKS = sorted(TASK_FILES)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -24,7 +24,7 @@ def test_every_shipped_backbone_and_task_compose(backbone: str, task: str) -> No
     cfg = compose_train(f"backbone={backbone}", f"tasks=[{task}]")
     assert cfg.backbone.plugin in registry.names("backbone")
     # a task file puts its task under its own name (a variant such as detect_vitdet under the task's)
-    key = next(k for k in yaml.safe_load((CONF / "task" / f"{task}.yaml").read_text()) if k != "defaults")
+    key = next(k for k in yaml.safe_load(TASK_FILES[task].read_text()) if k != "defaults")
     assert list(cfg.tasks) == [key]
     assert cfg.tasks[key].plugin in registry.names("task")
 
@@ -41,7 +41,7 @@ def test_tasks_alias_and_multi_task_list() -> None:
 
 
 def test_experiment_files_compose() -> None:
-    for exp in sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")):
+    for exp in [p.stem for p in config_files("experiment")]:
         cfg = compose_train(f"experiment={exp}")
         assert cfg.trainer.max_epochs >= 1
 
@@ -100,3 +100,78 @@ def test_unknown_option_value_is_reported(tiny_dataset) -> None:
 def test_unknown_command() -> None:
     result = galframe_cli("trian")
     assert result.returncode == 2 and "Did you mean 'train'" in result.stderr
+
+
+# -- plugins own their configs; shared groups are composed, not copied ------------------------------
+PLUGIN_GROUPS = {
+    "galframe_timm": ["backbone/resnet18", "backbone/timm", "experiment/baseline_resnet18"],
+    "galframe_tasks": ["task/classify", "task/regress", "task/restore", "task/votes"],
+    "galframe_lvm": ["backbone/lvm_tiny", "backbone/lvm_base", "experiment/demo", "pretrain"],
+    "galframe_hitl": ["acquisition/entropy", "oracle/web", "hitl"],
+    "galframe_mmdet": ["task/detect", "task/detect_vitdet", "experiment/detect_1000"],
+    "galframe_bench": ["bench"],
+}
+
+
+def test_core_conf_keeps_only_core_groups() -> None:
+    core = ROOT / "conf"
+    assert sorted(p.name for p in core.iterdir() if p.is_dir() and p.name != "__pycache__") == [
+        "data", "finetune", "hydra", "logger", "optimizer", "paths", "reader", "scheduler", "trainer",
+    ]
+    assert sorted(p.stem for p in core.glob("*.yaml")) == ["ingest", "predict", "simulate", "train"]
+
+
+def test_each_plugin_config_comes_from_its_own_package() -> None:
+    from galframe.build import hydra_session
+
+    with hydra_session(fresh=True) as hydra:
+        sources = hydra.config_loader().get_sources()
+        for package, configs in PLUGIN_GROUPS.items():
+            for config in configs:
+                holders = [s.provider for s in sources if s.is_config(config)]
+                assert holders == [package], (config, holders)
+
+
+def test_hitl_and_pretrain_compose_the_training_blocks_of_train() -> None:
+    from omegaconf import OmegaConf
+
+    from galframe.build import compose
+
+    train = compose("train", ["backbone=resnet18"], fresh=True, return_hydra_config=True)
+    hitl = compose("hitl", ["backbone=resnet18"], fresh=True, return_hydra_config=True)
+    pretrain = compose("pretrain", [], fresh=True, return_hydra_config=True)
+    for key in ("optimizer", "scheduler", "finetune", "paths"):
+        assert OmegaConf.to_container(hitl[key]) == OmegaConf.to_container(train[key]), key
+    assert OmegaConf.to_container(pretrain.optimizer) == {**OmegaConf.to_container(train.optimizer), "betas": [0.9, 0.999]}
+    assert pretrain.paths == train.paths
+    for cfg, name in ((train, "train"), (hitl, "hitl"), (pretrain, "pretrain")):
+        assert cfg.hydra.job.name == name and cfg.hydra.job.chdir is False
+        for node in ("run", "sweep"):  # the same templates, unresolved (<runs>/<job name>/<time>)
+            assert OmegaConf.to_container(cfg.hydra[node]) == OmegaConf.to_container(train.hydra[node])
+        assert OmegaConf.to_container(cfg.hydra.run)["dir"] == "${paths.runs}/${hydra.job.name}/${now:%Y-%m-%d_%H-%M-%S}"
+        assert cfg.hydra.job_logging.root.level == "WARNING"
+    # a shared group chosen once changes every command
+    assert compose("hitl", ["scheduler.name=none"], fresh=True).scheduler.name == "none"
+    for name in ("hitl", "pretrain"):
+        text = next(p for p in (ROOT / "plugins").glob(f"*/conf/{name}.yaml")).read_text()
+        assert "torch.optim.AdamW" not in text and "${oc.env:GALFRAME_RUNS" not in text
+
+
+def test_optimized_metric_is_declared_by_the_task_or_the_experiment() -> None:
+    from omegaconf import OmegaConf
+
+    from galframe.build import compose
+    from galframe.cli import objective
+    from galframe.errors import ConfigError
+
+    metrics = {"test/loss": 0.7, "test/classify/auroc": 0.81, "test/regress/nll": -1.5, "heldout/l1": 0.02}
+    assert objective(compose("train", ["tasks=[regress,classify]"], fresh=True), metrics) == 0.81
+    assert objective(compose("train", ["tasks=[regress]"], fresh=True), metrics) == 0.7
+    assert objective(compose("train", ["tasks=[regress]", "optimized_metric=test/regress/nll"], fresh=True), metrics) == -1.5
+    assert objective(compose("pretrain", [], fresh=True), metrics) == 0.02
+    assert objective(compose("train", [], fresh=True), {}) == 0.0  # nothing was tested (evaluate=false)
+    cfg = compose("train", ["optimized_metric=test/clasify/auroc"], fresh=True)
+    with pytest.raises(ConfigError, match="optimized_metric 'test/clasify/auroc' is not among the run's metrics"):
+        objective(cfg, metrics)
+    # declared in the task's own YAML, which the task plugin never sees as an option
+    assert OmegaConf.select(compose("train", [], fresh=True), "tasks.classify.optimized_metric") == "test/classify/auroc"

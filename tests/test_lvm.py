@@ -13,7 +13,7 @@ from galframe.api import DataInfo
 from galframe.errors import ConfigError, DataError
 from tests.helpers import ROOT, build_model, compose_train
 
-CONF = ROOT / "conf"
+CONF = ROOT / "plugins" / "galframe_lvm" / "conf"  # the LVM plugin ships its backbone configs
 BANDS = ("g", "r", "z")
 
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from galframe.errors import ConfigError, DataError
-from tests.helpers import ROOT, build_model, compose_train, galframe_cli
+from tests.helpers import build_model, compose_train, config_files, galframe_cli
 
-CONF = ROOT / "conf"
-BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml") if p.stem != "timm")
+BACKBONES = [p.stem for p in config_files("backbone") if p.stem != "timm"]
+TASK_FILES = {p.stem: p for p in config_files("task")}
 
 
 def _runs_on_tiny_dataset(task: str) -> bool:
@@ -30,7 +30,7 @@ def _runs_on_tiny_dataset(task: str) -> bool:
     from galframe import registry
 
     try:
-        body = yaml.safe_load((CONF / "task" / f"{task}.yaml").read_text())
+        body = yaml.safe_load(TASK_FILES[task].read_text())
         key = next(k for k in body if k != "defaults")
         plugin = body[key]["plugin"] if "plugin" in body[key] else key
         requires = registry.load("task", plugin).requires
@@ -39,7 +39,7 @@ def _runs_on_tiny_dataset(task: str) -> bool:
     return not {"votes", "instances"} & set(requires)
 
 
-TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml") if _runs_on_tiny_dataset(p.stem))
+TASKS = sorted(t for t in TASK_FILES if _runs_on_tiny_dataset(t))
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.progress_bar=false"]
 
 

@@ -1,0 +1,1 @@
+"""Hydra config groups of galframe_hitl, on the search path through hydra_plugins.galframe_searchpath."""

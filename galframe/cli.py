@@ -11,9 +11,9 @@ import re
 import sys
 from typing import Callable, Optional, Sequence
 
+from galframe.build import CONFIG_MODULE, normalise_overrides  # noqa: F401  (normalise_overrides: importable here too)
 from galframe.errors import ConfigError, GalframeError, closest
 
-CONFIG_MODULE = "galframe.conf"
 USAGE = """usage: galframe <command> [key=value ...] [-m]
 
 commands:
@@ -30,19 +30,6 @@ Compose with Hydra overrides, e.g.
   galframe train -m data.n_labeled=50,200,1000
   galframe train --cfg job        (print the composed config)
 """
-
-_TASKS_OVERRIDE = re.compile(r"^(?P<prefix>[+~]{0,2})(?:tasks|task|task@tasks)(?P<rest>=.*|$)")
-
-
-def normalise_overrides(args: Sequence[str]) -> list[str]:
-    """Let users write ``tasks=[a,b]`` or ``task=a``: the group ``task`` is placed at package ``tasks``."""
-    out = []
-    for arg in args:
-        m = _TASKS_OVERRIDE.match(arg)
-        if m:
-            arg = f"{m.group('prefix')}task@tasks{m.group('rest')}"
-        out.append(arg)
-    return out
 
 
 def _first_of_sweeps(overrides: list[str]) -> list[str]:
@@ -62,19 +49,15 @@ def _first_of_sweeps(overrides: list[str]) -> list[str]:
 
 def validate(config_name: str, overrides: list[str]) -> None:
     """Compose once and turn Hydra's composition errors into one clear message."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    GlobalHydra.instance().clear()
+    from galframe.build import compose
+
     try:
-        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            compose(config_name, overrides=_first_of_sweeps(overrides))
+        compose(config_name, _first_of_sweeps(overrides), fresh=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(explain_config_error(exc, config_name, overrides)) from None
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def explain_config_error(exc: Exception, config_name: str, overrides: list[str]) -> str:
@@ -109,35 +92,28 @@ def explain_config_error(exc: Exception, config_name: str, overrides: list[str])
 
 def _keys_at(config_name: str, dotted: str, overrides: Sequence[str] = ()) -> list[str]:
     """Keys of node ``dotted`` in the composed config (with the user's group choices, where they compose)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
+
+    from galframe.build import compose
 
     group_choices = [o for o in overrides if "." not in o.split("=", 1)[0]]
     for attempt in (list(overrides), group_choices, []):
-        GlobalHydra.instance().clear()
         try:
-            with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-                cfg = compose(config_name, overrides=_first_of_sweeps(attempt))
-            node = OmegaConf.select(cfg, dotted) if dotted else cfg
-            return [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+            cfg = compose(config_name, _first_of_sweeps(attempt), fresh=True)
         except Exception:
             continue
-        finally:
-            GlobalHydra.instance().clear()
+        node = OmegaConf.select(cfg, dotted) if dotted else cfg
+        return [str(k) for k in node.keys()] if hasattr(node, "keys") else []
     return []
 
 
 def _group_options(group: str) -> list[str]:
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from galframe.build import hydra_session
 
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            repo = GlobalHydra.instance().config_loader().get_sources()  # type: ignore[attr-defined]
+        with hydra_session(fresh=True) as hydra:
             options: set[str] = set()
-            for source in repo:
+            for source in hydra.config_loader().get_sources():  # type: ignore[attr-defined]
                 if source.is_group(group):
                     options.update(
                         o.rsplit("/", 1)[-1].removesuffix(".yaml")
@@ -147,8 +123,6 @@ def _group_options(group: str) -> list[str]:
             return sorted(o for o in options if o != "__init__")
     except Exception:
         return []
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def run_hydra(config_name: str, task_fn: Callable, args: list[str]) -> None:
@@ -193,18 +167,10 @@ def _pretrain(cfg) -> float:  # type: ignore[no-untyped-def]
     """Self-supervised pretraining, provided by the backbone plugin itself (its ``pretrain(cfg, run_dir)``)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from galframe import registry
+    from galframe.train import pretrain
 
-    plugin = str(cfg.backbone.plugin)
-    cls = registry.load("backbone", plugin)
-    pretrain = getattr(cls, "pretrain", None)
-    if pretrain is None:
-        able = [p.name for p in registry.plugins("backbone") if hasattr(p.load(), "pretrain")]
-        raise ConfigError(
-            f"backbone plugin '{plugin}' has no self-supervised pretraining. Backbones that do: {', '.join(able) or '(none)'}."
-        )
     metrics = pretrain(cfg, HydraConfig.get().runtime.output_dir)
-    return objective(cfg, metrics or {})
+    return float(metrics.get("heldout/l1", 0.0)) if metrics else 0.0
 
 
 def _simulate(cfg) -> None:  # type: ignore[no-untyped-def]
@@ -300,11 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    command, rest = args[0], normalise_overrides(args[1:])
-    if command in ("predict", "ingest"):  # their data= names a reader config (conf/reader/)
-        from galframe.readers import reader_overrides
-
-        rest = reader_overrides(rest)
+    command, rest = args[0], normalise_overrides(args[1:], args[0])
     try:
         if command == "plugins":
             plugins_table()

@@ -6,57 +6,15 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from galframe.build import model_config, to_dict
+from galframe.build import task_requires as _task_requires
+from galframe.checkpoints import checkpoint_file, find_resume_checkpoint, init_weights
+from galframe.errors import ConfigError
 
-from galframe.errors import ConfigError, DataError
+__all__ = ["run", "pretrain", "build_logger", "progress_callbacks", "to_dict", "model_config", "checkpoint_file",
+           "find_resume_checkpoint", "init_weights", "_task_requires"]  # the last five: moved, importable here too
 
 CORE_TRAINER_KEYS = ("progress_bar",)
-
-
-def to_dict(cfg: Any) -> dict:
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
-
-
-def model_config(cfg: dict, info: Any) -> dict:
-    from galframe.model import data_info_dict
-
-    return {
-        "data_info": data_info_dict(info),
-        "backbone": cfg["backbone"],
-        "tasks": cfg.get("tasks") or {},
-        "optimizer": cfg["optimizer"],
-        "scheduler": cfg.get("scheduler"),
-        "finetune": cfg.get("finetune"),
-        "augment": cfg["data"].get("augment") or {},
-        "scaling": cfg["data"].get("scaling") or {"name": "asinh"},
-        "seed": int(cfg.get("seed", 0)),
-    }
-
-
-def find_resume_checkpoint(spec: str, runs_root: Path, current: Optional[Path] = None, job: str = "") -> Optional[Path]:
-    """``last``: the newest ``checkpoints/last.ckpt`` of an earlier ``job`` run (``<runs>/<job>*/...``);
-    ``auto``: the ``current`` run directory's own ``checkpoints/last.ckpt`` if it has one, else None (a job
-    requeued by SLURM continues where it stopped; a new one starts); else a run directory or a checkpoint file."""
-    if spec == "auto":
-        own = Path(current) / "checkpoints" / "last.ckpt" if current is not None else None
-        return own if own is not None and own.is_file() else None
-    if spec == "last":
-        candidates = [
-            p
-            for p in runs_root.glob(f"{job}*/**/checkpoints/last.ckpt")
-            if current is None or current not in p.parents
-        ]
-        if not candidates:
-            raise DataError(f"{runs_root}: resume=last found no checkpoints/last.ckpt in any earlier {job or ''} run.")
-        return max(candidates, key=lambda p: p.stat().st_mtime)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise DataError(f"{path}: no checkpoint to resume from (resume={spec}).")
-    return path
 
 
 def build_logger(cfg: dict, run_dir: Path) -> Any:
@@ -108,8 +66,7 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from galframe import distributed
-    from galframe.data.datamodule import GalaxyDataModule
-    from galframe.model import GalaxyModel
+    from galframe.build import build
     from galframe.report import write_reports
 
     _quiet_known_warnings()
@@ -120,9 +77,6 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
 
     trainer_cfg = dict(cfg["trainer"])
     progress = trainer_cfg.pop("progress_bar", "rich")
-    dm = GalaxyDataModule(cfg["data"], requires=_task_requires(cfg), progress=bool(progress))
-    info = dm.info()
-    model = GalaxyModel(model_config(cfg, info))
     ckpt_path = None
     if cfg.get("resume"):
         runs = Path(cfg["paths"]["runs"]).resolve()
@@ -130,14 +84,10 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
         ckpt_path = str(found) if found else None  # resume=auto in a new run directory: nothing to resume
     if ckpt_path:
         print(f"Resuming from {ckpt_path}")
-
-    if cfg.get("init") and not ckpt_path:
-        init_weights(model, str(cfg["init"]))
+    model, dm = build(cfg, resuming=bool(ckpt_path), progress=bool(progress))
 
     select = str(cfg.get("select", "best"))
     if select not in ("best", "last"):
-        from galframe.errors import ConfigError
-
         raise ConfigError(f"select={select}: the checkpoint to test is 'best' (by the validation metric) or 'last'.")
     monitor, mode = model.monitor() if select == "best" else (None, "min")
     checkpoint = ModelCheckpoint(
@@ -180,41 +130,20 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
     return metrics
 
 
-def checkpoint_file(spec: str) -> Path:
-    """A checkpoint from a run directory (its best, else its last checkpoint) or a ``.ckpt`` path."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise ConfigError(f"{path}: run directory has no checkpoints/best.ckpt or checkpoints/last.ckpt.")
-    if not path.is_file():
-        raise ConfigError(f"{path}: checkpoint not found.")
-    return path
+def pretrain(cfg: Any, run_dir: Any) -> dict:
+    """Self-supervised pretraining, provided by the backbone plugin itself (its ``pretrain(cfg, run_dir)``);
+    ``cfg`` is a composed ``pretrain`` config.  Returns the plugin's metrics."""
+    from galframe import registry
 
-
-def init_weights(model: Any, spec: str) -> None:
-    """Warm start: copy the weights of an earlier run into ``model`` (same backbone; tasks matched by name)."""
-    import torch
-
-    file = checkpoint_file(spec)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=False)["state_dict"]
-    except Exception as exc:
-        raise ConfigError(f"{file}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
-    own = model.state_dict()
-    # task buffers hold what the new data decides (class weights, target normalisation): keep the new run's
-    task_buffers = {f"tasks.{n}" for n, _ in model.tasks.named_buffers()} if hasattr(model, "tasks") else set()
-    state = {k: v for k, v in state.items() if k not in task_buffers}
-    clash = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if clash:
+    plugin = str(cfg["backbone"]["plugin"])
+    cls = registry.load("backbone", plugin)
+    fit = getattr(cls, "pretrain", None)
+    if fit is None:
+        able = [p.name for p in registry.plugins("backbone") if hasattr(p.load(), "pretrain")]
         raise ConfigError(
-            f"{file}: {len(clash)} tensor(s) differ in shape from this model (e.g. {clash[0]}): "
-            "init needs the same backbone and task heads."
+            f"backbone plugin '{plugin}' has no self-supervised pretraining. Backbones that do: {', '.join(able) or '(none)'}."
         )
-    missing, _ = model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    if len(missing) == len(own):
-        raise ConfigError(f"{file}: no tensor of the checkpoint matches this model (different backbone?).")
+    return fit(cfg, run_dir) or {}
 
 
 def _quiet_known_warnings() -> None:
@@ -228,16 +157,3 @@ def _quiet_known_warnings() -> None:
         ".*The number of training batches .* is smaller than the logging interval.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
-
-
-def _task_requires(cfg: dict) -> list[str]:
-    """The batch keys the selected tasks read, known without building the model."""
-    from galframe import registry
-    from galframe.model import split_plugin_cfg
-
-    keys: set[str] = set()
-    for task_name, task_cfg in (cfg.get("tasks") or {}).items():
-        plugin, _, options = split_plugin_cfg(task_cfg, f"task '{task_name}'", ("plugin", "weight"))
-        cls = registry.load("task", plugin)
-        keys.update(cls.requires_for(options) if hasattr(cls, "requires_for") else getattr(cls, "requires", ()))
-    return sorted(keys)

@@ -10,8 +10,6 @@ An oracle is a plugin (entry point ``oracle.<name>``) built as ``cls(data=<HitlD
 """
 from __future__ import annotations
 
-import ipaddress
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +19,8 @@ import numpy as np
 
 from galframe.errors import ConfigError, DataError
 
+from galframe_hitl.serving import ServerThread, check_bind
 from galframe_hitl.store import LabelStore
-
-LOOPBACK_NAMES = ("localhost",)
-
 
 @dataclass(frozen=True)
 class HitlData:
@@ -106,64 +102,6 @@ class CatalogOracle(Oracle):
 
     def ask(self, store: LabelStore, rnd: int, items: Sequence[dict]) -> None:
         store.answer_many([(int(it["id"]), self.answer(int(it["id"]))) for it in items], self.labeler, round=rnd)
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, token: Optional[str], host_key: str = "oracle.host", token_key: str = "oracle.token") -> None:
-    """Refuse to serve beyond this machine without a token."""
-    if not is_loopback(str(host)) and not token:
-        raise ConfigError(
-            f"{host_key}={host} makes the labeling page reachable from other machines, which needs a token: "
-            f"set {token_key}=<secret> (or GALFRAME_HITL_TOKEN), or bind {host_key}=127.0.0.1."
-        )
-    if token is not None and len(str(token)) < 8:
-        raise ConfigError(
-            f"{token_key} is too short: use at least 8 characters "
-            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')."
-        )
-
-
-class ServerThread:
-    """A uvicorn server for an ASGI app in a background thread (started and stopped by the caller)."""
-
-    def __init__(self, app: Any, host: str, port: int) -> None:
-        import uvicorn
-
-        self.config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, name="galframe-hitl-web", daemon=True)
-
-    def start(self, timeout: float = 20.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise ConfigError(
-                    f"the labeling page could not start on {self.config.host}:{self.config.port} (port in use?)."
-                )
-            if time.monotonic() > deadline:
-                raise ConfigError(f"the labeling page did not start within {timeout:.0f} s.")
-            time.sleep(0.05)
-
-    @property
-    def port(self) -> int:
-        servers = getattr(self.server, "servers", None) or []
-        for srv in servers:
-            for sock in getattr(srv, "sockets", None) or []:
-                return int(sock.getsockname()[1])
-        return int(self.config.port)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 class WebOracle(Oracle):

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from galframe.errors import ConfigError, DataError
 
-from galframe_hitl.oracle import check_bind, is_loopback
+from galframe_hitl.serving import check_bind, is_loopback
 from galframe_hitl.store import INT64_MAX, INT64_MIN, LabelStore, StoreError, export_row, printable, short
 
 STATIC = Path(__file__).with_name("static")

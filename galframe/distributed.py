@@ -14,7 +14,7 @@ galframe trains on several processes through Lightning's own strategies (``train
   script itself is re-run with the same arguments and ``GALFRAME_RUN_DIR`` names the run directory.
 * **External launchers** (SLURM ``srun``/submitit with ``tasks_per_node=N``, ``torchrun``, LSF):
   nothing is launched; Lightning's cluster environment gives the ranks.
-* **Rank helpers** (:func:`global_rank`, :func:`is_rank_zero`, :func:`gather_objects`, :func:`barrier`,
+* **Rank helpers** (:func:`global_rank`, :func:`is_rank_zero`, :func:`barrier`,
   :func:`on_rank_zero`) that work before, during and after a Lightning run, and :func:`shard` to split a
   list (files, shards) among ranks and DataLoader workers.
 * **Runs without Lightning** (``galframe predict``): :func:`process_count` and :func:`join` set up the
@@ -72,16 +72,6 @@ def barrier() -> None:
     dist = _dist()
     if dist is not None and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def gather_objects(obj: T) -> list[T]:
-    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` without distributed training."""
-    dist = _dist()
-    if dist is None or dist.get_world_size() == 1:
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def on_rank_zero(fn: Callable[[], T]) -> T:

@@ -14,7 +14,7 @@ from galframe import registry
 from galframe.api import DataInfo, Features
 from galframe.data.augment import augment_batch
 from galframe.data.scaling import build_scaling
-from galframe.errors import ConfigError, DataError, check_choice
+from galframe.errors import ConfigError, DataError, PluginError, check_choice
 
 FINETUNE_MODES = ("full", "frozen", "last_n")
 CORE_TASK_KEYS = ("plugin", "weight", "optimized_metric")  # read by galframe itself, not by the task plugin
@@ -36,7 +36,15 @@ def data_info_from(d: Mapping[str, Any]) -> DataInfo:
 def build_backbone(cfg: Mapping[str, Any], info: DataInfo) -> Any:
     """The backbone plugin a ``backbone:`` config names, built for ``info``'s data."""
     name, _, options = split_plugin_cfg(cfg, "backbone")
-    return registry.build("backbone", name, options, data=info)
+    backbone = registry.build("backbone", name, options, data=info)
+    left_out = backbone.unblocked_parameters()
+    if left_out:
+        count = sum(p.numel() for n, p in backbone.named_parameters() if n in set(left_out))
+        raise PluginError(
+            f"backbone '{name}': {len(left_out)} parameter tensor(s) ({count} values, e.g. '{left_out[0]}') are in "
+            "no stage of blocks(), so they would never be trained; blocks() must hold every parameter."
+        )
+    return backbone
 
 
 class GalaxyModel(pl.LightningModule):
@@ -62,14 +70,13 @@ class GalaxyModel(pl.LightningModule):
                 "task", plugin, options, name=task_name, backbone=self.backbone, data=self.data_info
             )
             self.task_weights[task_name] = float(core.get("weight", 1.0))
-            if hasattr(self.tasks[task_name], "bind_scaling"):  # tasks comparing with flux targets use the model's scaling
-                self.tasks[task_name].bind_scaling(self.scaling)
-        changers = [n for n, t in self.tasks.items() if getattr(t, "changes_input", False)]
+            self.tasks[task_name].bind_scaling(self.scaling)  # tasks comparing with flux targets use the model's scaling
+        changers = [n for n, t in self.tasks.items() if t.changes_input]
         if len(changers) > 1:
             raise ConfigError(f"tasks {changers} each change the network's input; only one task may (e.g. one upscale).")
         self._input_changers = [self.tasks[n] for n in changers]
-        self.decode = any(getattr(t, "needs_decoder", False) for t in self.tasks.values())
-        if self.decode and not getattr(self.backbone, "has_decoder", False):
+        self.decode = any(t.needs_decoder for t in self.tasks.values())
+        if self.decode and not self.backbone.has_decoder:
             raise ConfigError(f"A selected task needs a decoder, which backbone '{name}' does not have.")
         self.val_metrics = nn.ModuleDict({n: t.make_metrics() for n, t in self.tasks.items()})
         self.test_metrics = nn.ModuleDict({n: t.make_metrics() for n, t in self.tasks.items()})
@@ -81,12 +88,6 @@ class GalaxyModel(pl.LightningModule):
     @property
     def config(self) -> dict:
         return self.hparams["config"]
-
-    def requires(self) -> list[str]:
-        keys: set[str] = set()
-        for task in self.tasks.values():
-            keys.update(task.requires)
-        return sorted(keys)
 
     def _used_blocks(self) -> list[nn.Module]:
         """The backbone stages this model runs: all of them when a task decodes, else the encoder's."""
@@ -196,7 +197,7 @@ class GalaxyModel(pl.LightningModule):
     def _eval_epoch_end(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, task in self.tasks.items():
-            if stage == "val" and hasattr(task, "calibrate"):
+            if stage == "val":
                 task.calibrate(metrics[name])  # operating points are set on validation data only
             for key, value in task.compute_metrics(metrics[name]).items():
                 self.log(f"{stage}/{name}/{key}", value, prog_bar=(stage == "val" and key == (task.monitor or ("",))[0]))

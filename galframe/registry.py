@@ -1,12 +1,15 @@
 """Plugin discovery through the ``galframe.plugins`` entry-point group.
 
 Every plugin, first-party or third-party, is an entry point named
-``<kind>.<name>`` whose value is ``module:Class``.  Nothing is imported until a
-plugin is asked for by name, so ``import galframe`` stays light.
+``<kind>.<name>`` whose value is ``module:Class`` (the base class of each kind is
+in :mod:`galframe.api`).  Nothing is imported until a plugin is asked for by
+name, so ``import galframe`` stays light.  When two distributions register the
+same ``<kind>.<name>``, the first found is used and a warning names both.
 """
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -15,7 +18,11 @@ from typing import Any, Mapping, Optional
 from galframe.errors import ConfigError, PluginError, closest, did_you_mean
 
 GROUP = "galframe.plugins"
-KINDS = ("backbone", "task", "pretext", "acquisition", "reader", "oracle", "command")
+KINDS = ("backbone", "task", "field", "pretext", "acquisition", "reader", "oracle", "command")
+
+
+class DuplicatePluginWarning(UserWarning):
+    """Two installed distributions register a plugin under the same ``<kind>.<name>``."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +60,15 @@ def _discover() -> dict[tuple[str, str], PluginInfo]:
             version=dist.version if dist is not None else None,
             entry_point=ep,
         )
-        found.setdefault((kind, name), info)
+        first = found.setdefault((kind, name), info)
+        if first is not info and (first.distribution, first.value) != (info.distribution, info.value):
+            warnings.warn(
+                f"{kind} plugin '{name}' is registered twice: by {first.distribution or '?'} ({first.value}) and by "
+                f"{info.distribution or '?'} ({info.value}); using the one from {first.distribution or '?'}.",
+                DuplicatePluginWarning,
+                stacklevel=2,
+            )
     return found
-
-
-def refresh() -> None:
-    """Forget the discovered plugins (after installing a package at run time)."""
-    _discover.cache_clear()
 
 
 def plugins(kind: Optional[str] = None) -> list[PluginInfo]:

@@ -140,7 +140,7 @@ def test_labels_file_errors_name_the_file_and_problem(tiny_dataset, tmp_path) ->
 
 
 def test_vote_counts_are_delivered_in_schema_order(tmp_path) -> None:
-    from galframe.data.datamodule import vote_columns
+    from galframe.data.format import vote_columns
     from galframe.data.format import DatasetWriter
 
     schema = {"questions": [

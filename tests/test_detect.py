@@ -87,7 +87,8 @@ def test_fields_are_reproducible_and_configs_are_checked() -> None:
 
 # -- data path -------------------------------------------------------------------------------
 def test_instances_are_delivered_collated_and_augmented_consistently(tiny_fields) -> None:
-    from galframe.data.augment import augment_batch, boxes_of
+    from galframe.data.augment import augment_batch
+    from galframe_mmdet.fields import boxes_of
     from galframe.data.datamodule import collate
 
     dm = _fields_dm(tiny_fields)

@@ -12,7 +12,8 @@ h5py = pytest.importorskip("h5py")
 pd = pytest.importorskip("pandas")
 pytest.importorskip("galsim")
 
-from galframe.data.datamodule import GalaxyDataModule, vote_columns  # noqa: E402
+from galframe.data.datamodule import GalaxyDataModule  # noqa: E402
+from galframe.data.format import vote_columns  # noqa: E402
 from galframe.errors import ConfigError  # noqa: E402
 from galframe.sim import cache_key, galaxy10, resolve_config, simulate, votes  # noqa: E402
 

@@ -215,7 +215,7 @@ def vote_dataset(tiny_dataset, tmp_path_factory) -> Path:
 
 
 def _columns() -> list[str]:
-    from galframe.data.datamodule import vote_columns
+    from galframe.data.format import vote_columns
 
     return vote_columns(SCHEMA)
 

@@ -16,14 +16,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from galframe.api import DataInfo
+from galframe.api import LIST, DataInfo, StoredData, StoredObject
+from galframe.data.fields import field_for, resolve
+from galframe.data.labels import read_labels
 from galframe.errors import ConfigError, DataError
 
 MANIFEST = "manifest.json"
 CATALOG = "catalog.parquet"
-SPECIAL_KEYS = ("label", "clean", "votes", "instances")
-#: batch keys whose per-item values differ in size: collated into lists, not stacked
-LIST_KEYS = ("instances",)
 
 
 def resolve_dataset(cfg: Mapping[str, Any], progress: bool = True) -> Path:
@@ -58,90 +57,19 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
-def _load_instances(root: Path, ids: set) -> dict[int, dict[str, np.ndarray]]:
-    """``instances.parquet`` (annotated rows only) grouped by image id."""
-    import pandas as pd
-
-    from galframe.data.format import INSTANCES
-
-    file = Path(root) / INSTANCES
-    if not file.is_file():
-        raise DataError(f"{root}: a task needs object instances (boxes, masks) but the dataset has no {INSTANCES}.")
-    try:
-        frame = pd.read_parquet(file)
-    except Exception as exc:
-        raise DataError(f"{file}: cannot read the instances ({type(exc).__name__}: {exc})") from exc
-    missing = {"image_id", "class", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "rle"} - set(frame.columns)
-    if missing:
-        raise DataError(f"{file}: instance table lacks column(s) {sorted(missing)}.")
-    if "annotated" in frame:
-        frame = frame[frame["annotated"].astype(bool)]
-    frame = frame[frame["image_id"].isin(ids)]
-    out: dict[int, dict[str, np.ndarray]] = {}
-    cols = [c for c in ("class", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "rle", "mag_r") if c in frame]
-    for image_id, group in frame.groupby("image_id", sort=False):
-        out[int(image_id)] = {c: group[c].to_numpy() for c in cols}
-    return out
-
-
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack what has one size per batch; keep variable-size values (instances) as lists."""
+    """Stack what has one size per batch; keep the values of list fields (declared by their plugin) as lists."""
     from torch.utils.data import default_collate
 
-    lists = {k: [it.pop(k) for it in items] for k in LIST_KEYS if k in items[0]}
+    lists = {k: [it.pop(k) for it in items] for k in list(items[0]) if field_for(k).collate == LIST}
     batch = default_collate(items)
     batch.update(lists)
     return batch
 
 
-def vote_columns(schema: Optional[Mapping[str, Any]]) -> list[str]:
-    """Catalog columns of a Galaxy Zoo style vote schema, in schema order: ``<question>_<answer>``.
-
-    A schema is ``{"questions": [{"name": q, "answers": [a, ...], "asked_if": "<question>_<answer>" | null}, ...]}``
-    (stored in the dataset manifest under ``votes``); the columns hold vote counts.
-    """
-    if not schema:
-        return []
-    return [f"{q['name']}_{a}" for q in schema["questions"] for a in q["answers"]]
-
-
-def read_labels(spec: Any, classes: Sequence[str]) -> Any:
-    """Labels people gave (``data.labels``): a CSV/Parquet file or a mapping, to a frame of ``id`` and class index."""
-    import pandas as pd
-
-    if isinstance(spec, Mapping):
-        frame = pd.DataFrame({"id": list(spec.keys()), "label": list(spec.values())})
-        where = "data.labels"
-    else:
-        file = Path(str(spec)).expanduser()
-        where = str(file)
-        if not file.is_file():
-            raise DataError(f"{file}: labels file not found (data.labels).")
-        try:
-            frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
-        except Exception as exc:
-            raise DataError(f"{file}: cannot read the labels ({type(exc).__name__}: {exc})") from exc
-    missing = {"id", "label"} - set(frame.columns)
-    if missing:
-        raise DataError(f"{where}: labels need columns 'id' and 'label'; missing {sorted(missing)}.")
-    frame = frame.drop_duplicates("id", keep="last")
-    names = {c: i for i, c in enumerate(classes)}
-    index = []
-    for value in frame["label"]:
-        if isinstance(value, str) and not value.lstrip("-").isdigit():
-            if value not in names:
-                raise DataError(f"{where}: unknown class '{value}'; the dataset's classes are {list(classes)}.")
-            index.append(names[value])
-        else:
-            k = int(value)
-            if not 0 <= k < len(classes):
-                raise DataError(f"{where}: class index {k} out of range 0..{len(classes) - 1}.")
-            index.append(k)
-    return pd.DataFrame({"id": frame["id"].astype(np.int64).to_numpy(), "class": np.asarray(index, dtype=np.int64)})
-
-
 class GalaxyDataset(Dataset):
-    """Objects of one split.  Each item: ``image`` (bands, H, W) flux, ``id``, and what tasks require."""
+    """Objects of one split.  Each item: ``image`` (bands, H, W) flux, ``id``, ``noise_sigma`` when the
+    catalog has the sky noise, and each required key as its field loads it."""
 
     def __init__(self, root: Path, manifest: dict, catalog: "Any", keys: Sequence[str]) -> None:
         self.root = Path(root)
@@ -152,19 +80,15 @@ class GalaxyDataset(Dataset):
         self._shard = self.catalog["shard"].to_numpy()
         self._index = self.catalog["index"].to_numpy()
         self._ids = self.catalog["id"].to_numpy()
-        self._label = self.catalog["class"].to_numpy().astype(np.int64) if "class" in self.catalog else None
-        vote_cols = vote_columns(manifest.get("votes")) if "votes" in self.keys else []
-        self._votes = self.catalog[vote_cols].to_numpy(np.float32) if vote_cols else None
         sigma_cols = [f"sky_sigma_{b}" for b in self.bands]
         self._sigma = (
             self.catalog[sigma_cols].to_numpy(np.float32) if all(c in self.catalog for c in sigma_cols) else None
         )
-        self._columns = {
-            k: self.catalog[k].to_numpy(np.float32) for k in self.keys if k not in SPECIAL_KEYS
-        }
+        self._fields = resolve(self.keys)
+        data = StoredData(self.root, manifest, self.catalog)
+        self._state = {k: f.open(data) for k, f in self._fields.items()}
         self._handles: dict[int, Any] = {}
         self._pid = os.getpid()
-        self._instances = _load_instances(self.root, set(self._ids.tolist())) if "instances" in self.keys else None
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -196,35 +120,10 @@ class GalaxyDataset(Dataset):
         item: dict[str, Any] = {"image": torch.from_numpy(image), "id": int(self._ids[i])}
         if self._sigma is not None:
             item["noise_sigma"] = torch.from_numpy(self._sigma[i].copy())
-        for key in self.keys:
-            if key == "label":
-                item["label"] = int(self._label[i])
-            elif key == "clean":
-                item["clean"] = torch.from_numpy(np.asarray(h5["clean"][row], dtype=np.float32))
-            elif key == "instances":
-                item["instances"] = self._instances_of(int(self._ids[i]), image.shape[-2:])
-            elif key == "votes":
-                if self._votes is None:
-                    raise DataError(f"{self.root}: this dataset has no vote counts (needed by a task).")
-                item["votes"] = torch.from_numpy(self._votes[i].copy())
-            else:
-                item[key] = torch.tensor(self._columns[key][i])
+        obj = StoredObject(i, int(self._ids[i]), h5, row, self.files[shard])
+        for key, f in self._fields.items():
+            item[key] = f.load(self._state[key], obj)
         return item
-
-    def _instances_of(self, image_id: int, shape: Any) -> dict[str, torch.Tensor]:
-        """Annotated instances of one image: boxes (N, 4) x0 y0 x1 y1, labels (N,), masks (N, H, W) uint8, mag_r (N,)."""
-        from galframe.data.masks import rle_to_mask
-
-        h, w = int(shape[0]), int(shape[1])
-        rows = self._instances.get(image_id)
-        if rows is None or len(rows) == 0:
-            return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
-                    "masks": torch.zeros(0, h, w, dtype=torch.uint8), "mag_r": torch.zeros(0)}
-        boxes = np.stack([rows["bbox_x"], rows["bbox_y"], rows["bbox_x"] + rows["bbox_w"], rows["bbox_y"] + rows["bbox_h"]], 1)
-        masks = np.stack([rle_to_mask(c, h, w) for c in rows["rle"]]).astype(np.uint8)
-        mag = rows["mag_r"] if "mag_r" in rows else np.full(len(boxes), np.nan)
-        return {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(np.asarray(rows["class"], dtype=np.int64)),
-                "masks": torch.from_numpy(masks), "mag_r": torch.tensor(np.asarray(mag, dtype=np.float32))}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -355,20 +254,9 @@ class GalaxyDataModule(pl.LightningDataModule):
             raise DataError(f"{cat_file}: cannot read the catalog ({type(exc).__name__}: {exc})") from exc
         if len(catalog) == 0:
             raise DataError(f"{cat_file}: the dataset is empty (0 objects).")
-        for key in self.requires:
-            if key == "label" and "class" not in catalog:
-                raise DataError(f"{cat_file}: a task needs class labels but the catalog has no 'class' column.")
-            if key == "clean" and not self.manifest.get("has_clean", False):
-                raise DataError(f"{self.root}: a task needs noise-free 'clean' images; this dataset has none.")
-            if key not in SPECIAL_KEYS and key not in catalog:
-                raise DataError(f"{cat_file}: a task needs column '{key}', which the catalog does not have.")
-            if key == "votes":
-                cols = vote_columns(self.manifest.get("votes"))
-                if not cols:
-                    raise DataError(f"{self.root / MANIFEST}: a task needs vote counts but the dataset has no vote schema.")
-                absent = [c for c in cols if c not in catalog]
-                if absent:
-                    raise DataError(f"{cat_file}: vote columns missing from the catalog: {absent[:5]}.")
+        whole = StoredData(self.root, self.manifest, catalog)
+        for f in resolve(self.requires).values():
+            f.check(whole)
         self.splits = self._split(catalog, cat_file)
         self._prepared = True
 
@@ -437,13 +325,15 @@ class GalaxyDataModule(pl.LightningDataModule):
         numeric = [c for c in train.columns if c not in ("id", "shard", "index", "class") and train[c].dtype.kind == "f"]
         stats["column_mean"] = {c: float(np.nanmean(train[c])) if train[c].notna().any() else 0.0 for c in numeric}
         stats["column_std"] = {c: float(np.nanstd(train[c])) if train[c].notna().any() else 1.0 for c in numeric}
+        for f in resolve(self.requires).values():  # what a field knows about its targets (a schema, means)
+            stats.update(f.stats(StoredData(self.root, self.manifest, train)))
         return DataInfo(
             bands=tuple(self.manifest["bands"]),
             image_size=int(self.manifest["image_size"]),
             classes=classes,
             pixel_scale=float(self.manifest.get("pixel_scale", 0.262)),
             columns=tuple(train.columns),
-            stats={**stats, **({"vote_schema": self.manifest["votes"]} if self.manifest.get("votes") else {})},
+            stats=stats,
         )
 
     def dataset(self, split: str) -> GalaxyDataset:

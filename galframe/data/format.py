@@ -39,6 +39,17 @@ RESERVED_COLUMNS = ("id", "shard", "index")
 COLUMN_DTYPES = {"id": "int64", "shard": "int32", "index": "int32", "class": "int16"}
 
 
+def vote_columns(schema: Optional[Mapping[str, Any]]) -> list[str]:
+    """Catalog columns of a Galaxy Zoo style vote schema, in schema order: ``<question>_<answer>``.
+
+    A schema is ``{"questions": [{"name": q, "answers": [a, ...], "asked_if": "<question>_<answer>" | null}, ...]}``
+    (stored in the dataset manifest under ``votes``); the columns hold vote counts.
+    """
+    if not schema:
+        return []
+    return [f"{q['name']}_{a}" for q in schema["questions"] for a in q["answers"]]
+
+
 class DatasetExistsError(DataError):
     """The target directory already holds something (e.g. another process finished first)."""
 
@@ -150,7 +161,7 @@ class DatasetWriter:
         self.classes = [str(c) for c in classes] if classes else []
         self.config = _jsonable(dict(config)) if config is not None else {}
         self.units = str(units)
-        #: Galaxy Zoo style vote schema (see galframe.data.datamodule.vote_columns); counts go in the catalog
+        #: Galaxy Zoo style vote schema (see vote_columns); counts go in the catalog
         self.votes = _jsonable(dict(votes)) if votes else None
         self.shard_size = int(shard_size)
         if self.shard_size < 1:

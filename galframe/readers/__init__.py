@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from galframe.readers.base import CORE_KEYS, Conformed, Reader, Reject, Shard, Stamp, StampError, conform
+from galframe.readers.base import READER_CORE_KEYS, Conformed, Reader, Reject, Shard, Stamp, StampError, conform
 
 __all__ = ["Reader", "Stamp", "Reject", "Shard", "StampError", "Conformed", "conform", "build_reader", "reader_overrides"]
 
@@ -32,7 +32,7 @@ def split_reader_cfg(cfg: Mapping[str, Any]) -> tuple[str, dict, dict]:
     cfg = dict(cfg)
     if "plugin" not in cfg:
         raise ConfigError("data config has no 'plugin' key naming the reader (data=fits, data=hdf5, ...).")
-    core = {k: cfg.pop(k) for k in CORE_KEYS if k in cfg}
+    core = {k: cfg.pop(k) for k in READER_CORE_KEYS if k in cfg}
     return str(core.pop("plugin")), core, cfg
 
 

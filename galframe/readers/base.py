@@ -1,10 +1,5 @@
-"""The reader contract: what a ``reader`` plugin yields, and the checks every object goes through.
-
-A reader turns survey files into :class:`Stamp` objects: an id, a ``(bands, H, W)`` float32 cube in
-calibrated flux (nanomaggies, zero point 22.5, the unit of the simulations), the band names, an
-optional inverse variance and mask, and metadata (RA/Dec, the source file, catalog columns).
-It works in *shards* (a group of files, or a range of rows) so that ``galframe predict`` can
-stream any number of objects with flat memory and skip finished shards after a restart.
+"""What readers share: listing files, the checks every object goes through (:func:`conform`), and the
+reader contract (:mod:`galframe.readers.contract`, public as :mod:`galframe.api`).
 
 Per-object problems (a truncated file, a wrong shape, a missing band) are :class:`Reject` s with a
 reason; problems with the whole source (the path does not exist, an HDF5 file without images)
@@ -13,106 +8,26 @@ are :class:`~galframe.errors.DataError` s.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
 from galframe.errors import ConfigError, DataError, check_choice
+from galframe.readers.contract import (  # noqa: F401  (readers import the contract from here too)
+    READER_CORE_KEYS,
+    Reader,
+    Reject,
+    Shard,
+    Stamp,
+    StampError,
+    file_stat,
+    fingerprint,
+)
 
-#: reader-config keys the pipeline (predict, ingest) uses; the rest are the plugin's own options
-CORE_KEYS = ("plugin", "fit", "rebin", "fill", "max_bad_fraction")
 FITS = ("crop", "pad", "exact")
-
-
-class StampError(Exception):
-    """A problem with one object (or one file): it becomes a reject with this message as the reason."""
-
-
-@dataclass
-class Stamp:
-    id: str
-    flux: np.ndarray  # (bands, H, W) float32, nanomaggies
-    bands: tuple[str, ...]
-    ivar: Optional[np.ndarray] = None  # same shape (or (H, W)), 1 / nanomaggies^2; 0 = no data
-    mask: Optional[np.ndarray] = None  # bool, same shape or (H, W); True = bad pixel
-    meta: dict = field(default_factory=dict)  # ra, dec, source, catalog columns; non-scalars are not written out
-
-
-@dataclass
-class Reject:
-    source: str
-    reason: str
-    id: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Shard:
-    """A unit of work: ``key`` names it (stable across runs), ``items`` is what the reader needs to read
-    it, ``n`` the number of objects expected and ``fingerprint`` changes when its inputs change."""
-
-    key: str
-    items: tuple
-    n: int
-    fingerprint: str
-
-
-class Reader:
-    """Base class of reader plugins (entry points ``reader.<name>`` in ``galframe.plugins``).
-
-    Subclasses implement :meth:`shards` (cheap and deterministic: it is called again on a restart)
-    and :meth:`read`.  ``bands`` is set when every object of the source has the same bands (a
-    missing band is then an error for the whole source instead of a reject per object).
-    """
-
-    kind: ClassVar[str] = "reader"
-    bands: Optional[tuple[str, ...]] = None
-    #: class names, when the source carries labels (``class`` in the metadata is an index into them)
-    classes: tuple[str, ...] = ()
-    #: a Galaxy Zoo style vote schema, when the source carries vote counts (see ``vote_columns``)
-    votes: Optional[dict] = None
-    #: arcsec per pixel, when known
-    pixel_scale: Optional[float] = None
-
-    def __init__(self, shard_size: int = 256) -> None:
-        self.shard_size = int(shard_size)
-        if self.shard_size < 1:
-            raise ConfigError(f"data.shard_size must be at least 1 (got {shard_size}).")
-        self.target_bands: Optional[tuple[str, ...]] = None
-        self.target_size: Optional[int] = None
-
-    def bind(self, bands: Sequence[str], image_size: int) -> None:
-        """Called before :meth:`shards` with the bands and stamp size the consumer (a model) wants."""
-        self.target_bands = tuple(str(b) for b in bands)
-        self.target_size = int(image_size)
-        if self.bands is not None:
-            missing = [b for b in self.target_bands if b not in self.bands]
-            if missing:
-                raise DataError(
-                    f"{self.describe()}: has bands {list(self.bands)}, which lack {missing} needed by the model "
-                    f"(bands {list(self.target_bands)})."
-                )
-
-    def describe(self) -> str:
-        return type(self).__name__
-
-    def shards(self) -> list[Shard]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def read(self, shard: Shard) -> Iterator[Union[Stamp, Reject]]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    # -- optional hooks used by predict for tiled sources -------------------------------------
-    def tile_grid(self, source: str) -> Any:
-        """The :class:`~galframe.readers.tiles.TileGrid` of a tiled source (for de-duplicating detections)."""
-        return None
-
-    def pixel_to_world(self, source: str, x: np.ndarray, y: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
-        """RA/Dec (degrees) of pixel positions of a source with a WCS, else None."""
-        return None
 
 
 # -- helpers readers share -------------------------------------------------------------------------
@@ -252,23 +167,6 @@ def _entries(directory: str) -> list:
             return sorted(it, key=lambda e: e.name)
     except OSError:
         return []
-
-
-def fingerprint(parts: Iterable[Any]) -> str:
-    """A short hash of ``parts`` (file stats, row ranges): it changes when the inputs change."""
-    h = hashlib.sha1()
-    for part in parts:
-        h.update(repr(part).encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def file_stat(path: str) -> tuple:
-    try:
-        st = os.stat(path)
-        return (path, st.st_size, st.st_mtime_ns)
-    except OSError:
-        return (path, "missing")
 
 
 def chunked(seq: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]]]:

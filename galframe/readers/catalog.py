@@ -15,7 +15,9 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from galframe.errors import ConfigError, DataError
-from galframe.readers.base import Reader, Reject, Shard, Stamp, StampError, file_stat, fingerprint
+from galframe.data.format import vote_columns
+from galframe.readers.base import Reject, Stamp, StampError, file_stat
+from galframe.readers.contract import RowReader
 from galframe.readers.fits import read_fits_stamp
 from galframe.readers.image import RGBConversion, read_image_stamp
 
@@ -101,13 +103,7 @@ def infer_vote_schema(columns: Sequence[str]) -> dict:
     return {"questions": found}
 
 
-def vote_columns_of(schema: Mapping[str, Any]) -> list[str]:
-    from galframe.data.datamodule import vote_columns
-
-    return vote_columns(schema)
-
-
-class GZDecalsReader(Reader):
+class GZDecalsReader(RowReader):
     def __init__(
         self,
         catalog: Any = None,
@@ -146,7 +142,7 @@ class GZDecalsReader(Reader):
         elif not isinstance(schema, Mapping) or "questions" not in schema:
             raise ConfigError("data.schema must be 'auto' or {questions: [{name, answers, asked_if}, ...]}.")
         self.votes = {"questions": [dict(q) for q in schema["questions"]]}
-        self.vote_cols = vote_columns_of(self.votes)
+        self.vote_cols = vote_columns(self.votes)
         if not self.vote_cols:
             raise DataError(f"{self.table.path}: no vote-count columns ({{question}}_{{answer}}) found.")
         missing = [c for c in self.vote_cols if c not in cols]
@@ -174,13 +170,11 @@ class GZDecalsReader(Reader):
             return base + self.vote_cols
         return base + self.vote_cols + [c for c in self.columns if c in self.table.columns]
 
-    def shards(self) -> list[Shard]:
-        stat = file_stat(self.table.path)
-        out = []
-        for k, start in enumerate(range(0, self.table.n, self.shard_size)):
-            stop = min(start + self.shard_size, self.table.n)
-            out.append(Shard(key=f"{k:06d}", items=(start, stop), n=stop - start, fingerprint=fingerprint([stat, start, stop])))
-        return out
+    def n_rows(self) -> int:
+        return self.table.n
+
+    def fingerprint_parts(self) -> list:
+        return [file_stat(self.table.path)]
 
     def _resolve(self, value: Any) -> Optional[str]:
         if value is None or (isinstance(value, float) and not np.isfinite(value)) or str(value).strip() == "":
@@ -188,8 +182,7 @@ class GZDecalsReader(Reader):
         path = os.path.expanduser(str(value).strip())
         return path if os.path.isabs(path) else os.path.join(self.image_root, path)
 
-    def read(self, shard: Shard) -> Iterator[Union[Stamp, Reject]]:
-        start, stop = shard.items
+    def read_rows(self, start: int, stop: int) -> Iterator[Union[Stamp, Reject]]:
         frame = self.table.rows(start, stop, self._wanted())
         for k, row in enumerate(frame.to_dict("records")):
             oid = str(row[self.id_column]) if self.id_column and row.get(self.id_column) is not None else str(start + k)

@@ -21,10 +21,11 @@ after a ``prefilter`` keeps the top ``prefilter_factor * K`` of another acquisit
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from galframe import api
 from galframe.errors import ConfigError, check_choice
 
 NEEDS = ("probs", "mc_probs", "ensemble_probs", "embeddings")
@@ -80,19 +81,8 @@ def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     return -(p * np.log(q)).sum(axis=axis)
 
 
-class Acquisition:
-    """Base class: subclasses set ``needs`` and implement ``score`` (or override ``select``)."""
-
-    kind: ClassVar[str] = "acquisition"
-    needs: ClassVar[tuple[str, ...]] = ("probs",)
-    name: str = "acquisition"
-
-    def __init__(self) -> None:  # no options (an explicit signature lets the registry name unknown ones)
-        pass
-
-    def requirements(self) -> set[str]:
-        """Every model output this acquisition (and any it holds) reads."""
-        return set(self.needs)
+class Acquisition(api.Acquisition):
+    """Base class of the scoring acquisitions: subclasses set ``needs`` and implement ``score`` (or override ``select``)."""
 
     def score(self, pool: PoolOutputs, rng: np.random.Generator) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -101,9 +91,6 @@ class Acquisition:
         """Indices (into the pool) of up to ``k`` distinct objects, best first."""
         k = _check_k(k, len(pool))
         return top_k(self.score(pool, rng), k)
-
-    def describe(self) -> str:
-        return self.name
 
 
 def _check_k(k: int, n: int) -> int:

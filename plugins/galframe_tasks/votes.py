@@ -8,7 +8,7 @@ each one) comes with the data: a dataset manifest's ``votes`` entry, delivered t
                    {"name": "bar", "answers": ["yes", "no"], "asked_if": "smooth-or-featured_featured-or-disk"}]}
 
 The batch key ``votes`` holds float vote counts (B, total answers) in that schema's order
-(``galframe.data.datamodule.vote_columns``).  The task config may keep a subset of the questions
+(``galframe.data.format.vote_columns``).  The task config may keep a subset of the questions
 (``questions: [bar]``) or give its own ``schema`` (same form), whose answer columns must all be
 among the data's; the task maps them onto the data's columns.
 

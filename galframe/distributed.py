@@ -487,4 +487,6 @@ def whole_model(model: Any, trainer: Any, checkpoint: Optional[str]) -> Any:
     loaded from ``checkpoint`` (a full, consolidated Lightning checkpoint)."""
     if not shards_parameters(trainer) or not checkpoint:
         return model
-    return type(model).load_from_checkpoint(checkpoint, map_location="cpu")
+    from galframe.checkpoints import model_from_checkpoint
+
+    return model_from_checkpoint(checkpoint, type(model))  # never re-reads the pretrained backbone.weights

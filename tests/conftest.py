@@ -22,14 +22,10 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(cache_dir, tmp_path_factory) -> Path:
     """A 300-object simulated DESI-like dataset (every class present), written by the real simulator."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
+    from galframe.build import compose_dict
     from galframe.sim import simulate
 
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["data.n=300", "data.seed=1"])
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data = compose_dict("train", ["data.n=300", "data.seed=1"])["data"]
     out = tmp_path_factory.mktemp("data") / "tiny"
     return simulate(data, out, progress=False)
 
@@ -37,14 +33,10 @@ def tiny_dataset(cache_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset_128(cache_dir, tmp_path_factory) -> Path:
     """24 simulated 128 x 128 stamps, for backbones built for the reference LVM input size."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
+    from galframe.build import compose_dict
     from galframe.sim import simulate
 
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["data.n=24", "data.seed=2", "data.image_size=128"])
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data = compose_dict("train", ["data.n=24", "data.seed=2", "data.image_size=128"])["data"]
     return simulate(data, tmp_path_factory.mktemp("data") / "tiny128", progress=False)
 
 
@@ -58,12 +50,8 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_fields(cache_dir, tmp_path_factory):
     """24 simulated 128 x 128 fields with galaxies, stars and blends, written by the real simulator."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
+    from galframe.build import compose_dict
     from galframe.sim import simulate
 
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["data=sim_fields", "data.n=24", "data.seed=3"])
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data = compose_dict("train", ["data=sim_fields", "data.n=24", "data.seed=3"])["data"]
     return simulate(data, tmp_path_factory.mktemp("data") / "fields", progress=False, workers=1)

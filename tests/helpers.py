@@ -31,22 +31,13 @@ def galframe_cli(*args: str, env: dict | None = None, cwd: Path | None = None, t
 
 def build_model(dataset, *overrides: str):
     """(GalaxyModel, datamodule) for a composition on ``dataset``, as ``galframe train`` builds them."""
-    from galframe.data.datamodule import GalaxyDataModule
-    from galframe.model import GalaxyModel
-    from galframe.train import _task_requires, model_config, to_dict
+    from galframe.build import build
 
-    cfg = to_dict(compose_train(f"data.path={dataset}", *overrides))
-    dm = GalaxyDataModule(cfg["data"], requires=_task_requires(cfg), progress=False)
-    return GalaxyModel(model_config(cfg, dm.info())), dm
+    return build(compose_train(f"data.path={dataset}", *overrides), progress=False)
 
 
 def compose_train(*overrides: str):
     """The composed train config (as galframe train would see it, with tasks= aliases)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from galframe.build import compose
 
-    from galframe.cli import normalise_overrides
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        return compose("train", overrides=normalise_overrides(list(overrides)))
+    return compose("train", overrides, fresh=True)

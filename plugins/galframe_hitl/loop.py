@@ -303,14 +303,12 @@ class Loop:
                 start = previous[m] if m < len(previous) else previous[0]
             elif r == 0 and self.cfg.get("init"):
                 start = str(self.cfg["init"])
-            cfg["init"] = str(warm_start_file(start, member_dir)) if start else None
+            cfg["init"] = str(start) if start else None  # init keeps this round's task buffers (class weights)
             if m > 0:
                 cfg["evaluate"] = False
             print(f"Round {r}: training on {len(labels)} labels" + (f" (ensemble member {m})" if m else "")
                   + (f", warm start from {start}" if start else ""), flush=True)
             result = train_run(cfg, member_dir)
-            if cfg["init"]:
-                Path(cfg["init"]).unlink(missing_ok=True)  # a copy of round r-1's weights, no longer needed
             ckpt = best_checkpoint(member_dir)
             checkpoints.append(str(ckpt))
             if m == 0:
@@ -336,25 +334,6 @@ def best_checkpoint(run_dir: Path) -> Path:
     raise DataError(f"{run_dir}: training wrote no checkpoint.")
 
 
-def warm_start_file(spec: str, out_dir: Path) -> Path:
-    """Round r-1's weights for ``init``, without the buffers that describe its label set.
-
-    ``init`` copies every tensor of the checkpoint; the classify head's ``class_weight`` (inverse label
-    frequencies) must instead come from this round's labels, so it is left out.
-    """
-    import torch
-
-    from galframe.train import checkpoint_file
-
-    file = checkpoint_file(spec)
-    state = torch.load(file, map_location="cpu", weights_only=False)["state_dict"]
-    keep = {k: v for k, v in state.items() if not k.endswith(".class_weight")}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "warm_start.ckpt"
-    torch.save({"state_dict": keep, "source": str(file)}, out)
-    return out
-
-
 def _int(d: dict, key: str, minimum: int) -> int:
     try:
         value = int(d[key])
@@ -367,7 +346,8 @@ def _int(d: dict, key: str, minimum: int) -> int:
 
 def run(cfg: Any, run_dir: Any) -> float:
     """``galframe hitl``: the loop; returns the last round's held-out macro AUC (for sweeps)."""
-    from galframe.train import _quiet_known_warnings, to_dict
+    from galframe.build import to_dict
+    from galframe.train import _quiet_known_warnings
 
     _quiet_known_warnings()
     last = Loop(to_dict(cfg), Path(run_dir)).run()

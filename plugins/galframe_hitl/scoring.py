@@ -19,12 +19,10 @@ from galframe_hitl.acquisition import PoolOutputs
 
 
 def load_model(checkpoint: str | Path) -> Any:
-    from galframe.model import GalaxyModel
-    from galframe.train import checkpoint_file
+    """The model of a round's checkpoint (or run directory), in eval mode on the CPU."""
+    from galframe.checkpoints import checkpoint_file, model_from_checkpoint
 
-    model = GalaxyModel.load_from_checkpoint(str(checkpoint_file(str(checkpoint))), map_location="cpu")
-    model.eval()
-    return model
+    return model_from_checkpoint(checkpoint_file(str(checkpoint)))
 
 
 def classify_task(model: Any, task: str) -> Any:

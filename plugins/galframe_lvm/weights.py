@@ -17,7 +17,6 @@ to put it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -26,27 +25,14 @@ from typing import Any, Optional, Union
 import torch
 
 from galframe.errors import DataError
+from galframe.zoo import read_index, sha256_of, zoo_dir  # noqa: F401  (the zoo's index belongs to galframe.zoo)
 
 FORMAT = "galframe-lvm-weights"
 PACKAGE_ZOO = Path(__file__).with_name("zoo.json")
 
 
-def sha256_of(path: Union[str, Path]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def sidecar_of(file: Path) -> Path:
     return file.with_suffix(".json")
-
-
-def zoo_dir() -> Path:
-    from galframe.paths import cache_dir
-
-    return cache_dir() / "zoo"
 
 
 # -- saving ---------------------------------------------------------------------
@@ -82,45 +68,22 @@ def save_weights(backbone: Any, path: Union[str, Path], scaling: Optional[dict] 
 
 
 # -- the zoo --------------------------------------------------------------------
-def read_index(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    try:
-        entries = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: unreadable weights zoo index ({exc}).") from exc
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and "name" in e for e in entries):
-        raise DataError(f"{path}: a weights zoo index must be a JSON list of entries with at least a 'name'.")
-    return entries
-
-
 def zoo_entries() -> dict[str, dict]:
-    """Every zoo entry by name (the user's cache index wins over the package's), with ``_root`` and ``_index``."""
-    found: dict[str, dict] = {}
-    user_dir = zoo_dir()
-    for index, root in ((PACKAGE_ZOO, PACKAGE_ZOO.with_name("zoo")), (user_dir / "index.json", user_dir)):
-        for entry in read_index(index):
-            if entry.get("kind", "backbone") != "backbone":  # whole trained models (galframe.predict.register_model)
-                continue
-            found[str(entry["name"])] = {**entry, "_root": str(root), "_index": str(index)}
-    return found
+    """Every zoo entry of backbone weights by name (the user's index wins over the packages'), with ``_root`` and ``_index``."""
+    from galframe import zoo
+
+    return zoo.entries("weights")
 
 
 def add_to_zoo(weights: Union[str, Path], name: str, description: str = "") -> dict:
     """Copy a weights file (and its sidecar) into the user's zoo folder and list it in ``index.json``."""
-    import shutil
+    from galframe import zoo
 
     file, meta = _read_local(Path(weights))
-    root = zoo_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{name}.safetensors"
+    entry = zoo.add(file, name, "weights", description, suffix=".safetensors", bands=meta["bands"])
+    target = zoo.zoo_dir() / entry["file"]
     if file.resolve() != target.resolve():
-        shutil.copyfile(file, target)
         sidecar_of(target).write_text(json.dumps({**meta, "file": target.name}, indent=2, sort_keys=True) + "\n")
-    entry = {"name": name, "file": target.name, "sha256": meta["sha256"], "bands": meta["bands"], "description": description}
-    index = root / "index.json"
-    entries = [e for e in read_index(index) if e.get("name") != name] + [entry]
-    index.write_text(json.dumps(entries, indent=2) + "\n")
     return entry
 
 

@@ -34,9 +34,6 @@ A restart, with any number of processes, skips the shards any of them finished.
 """
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -45,108 +42,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from galframe.catalog import PartsDir, catalog_rows, write_catalog, write_rejects, write_table
-from galframe.errors import ConfigError, DataError, GalframeError, did_you_mean
+from galframe.checkpoints import load_model
+from galframe.errors import ConfigError, DataError, GalframeError
 from galframe.inference import predict_batch, source_hooks
 from galframe.readers.detections import merge_detections, to_source_pixels
 from galframe.stream import ShardSource, event_loader, progress_bar, shard_stream_class
 
 
-# -- the model ------------------------------------------------------------------------------------------
-def zoo_index() -> Path:
-    from galframe.paths import cache_dir
-
-    return cache_dir() / "zoo" / "index.json"
-
-
-def _zoo_entries() -> list[dict]:
-    index = zoo_index()
-    if not index.is_file():
-        return []
-    try:
-        entries = json.loads(index.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{index}: unreadable zoo index ({exc}).") from exc
-    return [e for e in entries if isinstance(e, dict) and "name" in e]
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def register_model(ckpt: Any, name: str, description: str = "") -> dict:
-    """Copy a trained model's checkpoint into the local zoo as ``name`` (``ckpt=<name>`` finds it)."""
-    from galframe.train import checkpoint_file
-
-    file = checkpoint_file(str(ckpt))
-    index = zoo_index()
-    index.parent.mkdir(parents=True, exist_ok=True)
-    target = index.parent / f"{name}.ckpt"
-    if file.resolve() != target.resolve():
-        shutil.copyfile(file, target)
-    entry = {"name": name, "file": target.name, "kind": "model", "sha256": sha256_of(target), "description": description}
-    entries = [e for e in _zoo_entries() if e.get("name") != name] + [entry]
-    index.write_text(json.dumps(entries, indent=2) + "\n")
-    return entry
-
-
-def resolve_checkpoint(spec: Any) -> Path:
-    """A trained model's checkpoint from a run directory, a ``.ckpt`` file or the name of a zoo model."""
-    from galframe.train import checkpoint_file
-
-    if spec in (None, "", "???"):
-        raise ConfigError("ckpt is not set: give a training run directory, a .ckpt file or a model name from the zoo.")
-    path = Path(str(spec)).expanduser()
-    if path.exists():
-        return checkpoint_file(str(path))
-    entries = {str(e["name"]): e for e in _zoo_entries()}
-    entry = entries.get(str(spec))
-    if entry is None:
-        models = [n for n, e in entries.items() if str(e.get("file", "")).endswith(".ckpt")]
-        raise ConfigError(
-            f"ckpt='{spec}' is neither a run directory, a checkpoint file nor a model in the zoo ({zoo_index()})."
-            f"{did_you_mean(str(spec), models)}"
-        )
-    file = zoo_index().parent / str(entry.get("file", ""))
-    if not str(file).endswith(".ckpt"):
-        raise ConfigError(
-            f"zoo entry '{spec}' holds backbone weights ({file.name}), not a trained model: predict needs a checkpoint "
-            "of galframe train (a run directory or .ckpt), e.g. registered with galframe.predict.register_model."
-        )
-    if not file.is_file():
-        raise ConfigError(f"zoo model '{spec}' (index {zoo_index()}): file {file} not found.")
-    if entry.get("sha256") and sha256_of(file) != entry["sha256"]:
-        raise ConfigError(f"zoo model '{spec}': {file} does not match the sha256 in {zoo_index()}.")
-    return file
-
-
-def load_model(spec: Any, device: str = "cpu") -> tuple[Any, Path]:
-    """(the GalaxyModel in eval mode on ``device``, its checkpoint file)."""
-    import torch
-
-    from galframe.model import GalaxyModel
-
-    file = resolve_checkpoint(spec)
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ConfigError(f"{file}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in (ckpt.get("hyper_parameters") or {}):
-        raise ConfigError(f"{file}: not a checkpoint of a galframe model (no state_dict and model config).")
-    config = copy.deepcopy(dict(ckpt["hyper_parameters"]["config"]))
-    backbone = dict(config["backbone"])
-    if backbone.get("weights"):
-        backbone["weights"] = None  # the checkpoint holds the trained weights; do not look for the pretrained ones
-    config["backbone"] = backbone
-    model = GalaxyModel(config)
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    return model.to(device), file
-
-
+# -- the model (loaded by galframe.checkpoints.load_model: a run directory, a .ckpt file or a zoo name) ------
 def pick_device(spec: str = "auto") -> str:
     import torch
 

@@ -367,7 +367,8 @@ def test_distributed_predict_on_two_processes_gives_the_single_process_catalog(p
 
 
 def test_predict_workers_share_a_process_shards_and_report_strict_errors(predict_run, cutouts, tmp_path, one_thread) -> None:
-    from galframe.predict import Predictor, load_model
+    from galframe.checkpoints import load_model
+    from galframe.predict import Predictor
     from galframe.readers import build_reader
 
     model = load_model(predict_run)[0]

@@ -21,7 +21,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from galframe.errors import ConfigError, DataError
-from galframe.predict import Predictor, load_model, register_model, resolve_checkpoint
+from galframe.checkpoints import load_model, register_model, resolve_checkpoint
+from galframe.predict import Predictor
 from galframe.readers import build_reader
 from tests.helpers import ROOT, compose_train
 

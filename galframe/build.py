@@ -104,7 +104,7 @@ def task_requires(cfg: dict) -> list[str]:
     for task_name, task_cfg in (cfg.get("tasks") or {}).items():
         plugin, _, options = split_plugin_cfg(task_cfg, f"task '{task_name}'", ("plugin", "weight"))
         cls = registry.load("task", plugin)
-        keys.update(cls.requires_for(options) if hasattr(cls, "requires_for") else getattr(cls, "requires", ()))
+        keys.update(cls.requires_for(options))  # the one place a task's keys come from
     return sorted(keys)
 
 

@@ -94,10 +94,8 @@ def write_reports(model: Any, dm: Any, metrics: Mapping[str, float], run_dir: Pa
 
         written.append(run_dir / "sources_test.parquet")
         pd.DataFrame(sources).to_parquet(written[-1])
-    for name, task in model.tasks.items():
-        hook = getattr(task, "write_report", None)
-        if hook is not None:
-            written += list(hook(pred, dm, run_dir, model) or [])
+    for task in model.tasks.values():
+        written += list(task.write_report(pred, dm, run_dir, model) or [])
     written.append(sample_grid(pred, dm, run_dir / "samples.png", [n for n in model.tasks]))
     logger = getattr(trainer, "logger", None)
     if logger is not None and hasattr(logger, "log_image"):

@@ -216,7 +216,7 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 
 class GalaxyDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: Mapping[str, Any], requires: Sequence[str] = ("label",), progress: bool = True) -> None:
+    def __init__(self, cfg: Mapping[str, Any], requires: Sequence[str] = (), progress: bool = True) -> None:
         super().__init__()
         self.cfg = dict(cfg)
         self.requires = sorted(set(requires))

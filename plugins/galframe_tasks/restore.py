@@ -150,10 +150,10 @@ class RestoreTask(Task):
         if self.flux_weight < 0:
             raise ConfigError(f"task '{name}': flux_weight must be >= 0 (got {flux_weight}).")
         decoder = check_choice(f"decoder for task '{name}'", str(decoder), ["auto", "backbone", "light"])
-        has_decoder = bool(getattr(backbone, "has_decoder", False))
+        has_decoder = bool(backbone.has_decoder)
         if decoder == "backbone" and not has_decoder:
             raise ConfigError(f"task '{name}': decoder=backbone, but this backbone has no decoder; use decoder=light or auto.")
-        # instance attribute: GalaxyModel reads getattr(task, "needs_decoder") per task
+        # instance attribute: GalaxyModel reads task.needs_decoder per task
         self.needs_decoder = decoder == "backbone" or (decoder == "auto" and has_decoder)
         self.n_bands = data.n_bands
         self.bands = list(data.bands)

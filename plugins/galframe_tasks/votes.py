@@ -225,7 +225,8 @@ class VotesTask(Task):
         k = len(self.questions)
         if metrics.update_count:
             s = metrics.compute()
-            abs_err, hits, count, nll = (s[key].double().cpu() for key in ("abs_err", "hits", "count", "nll"))
+            # reshape: torchmetrics squeezes one-element states (a schema of one question) to 0-d
+            abs_err, hits, count, nll = (s[key].double().cpu().reshape(-1) for key in ("abs_err", "hits", "count", "nll"))
         else:
             abs_err, hits, count, nll = torch.zeros(k), torch.zeros(k), torch.zeros(k), torch.zeros(2)
 

@@ -41,6 +41,36 @@ def _plain(cfg: Any) -> Any:
     return cfg
 
 
+def merge_settings(base: dict, over: Mapping, where: str, generator: str, replace: tuple = ()) -> dict:
+    """A generator's settings: ``over`` merged into a copy of ``base`` key by key (tables named in ``replace``,
+    e.g. ``sim.depth``, replaced whole); an unknown key is a ConfigError naming it."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        here = f"{where}.{key}"
+        if key not in base:
+            raise ConfigError(f"Unknown key '{here}' for the {generator} simulator.{did_you_mean(key, base)}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{here} must be a mapping (got {value!r}).")
+            out[key] = dict(value) if here in replace else merge_settings(base[key], value, here, generator, replace)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def number_in(value: Any, what: str, lo: float, hi: float) -> float:
+    """``value`` as a float in [lo, hi]; else a ConfigError naming the setting ``what``."""
+    try:
+        value = float(value)
+    except Exception:
+        raise ConfigError(f"{what} must be a number (got {value!r}).") from None
+    if not (lo <= value <= hi):
+        raise ConfigError(f"{what} must be between {lo:g} and {hi:g} (got {value:g}).")
+    return value
+
+
 def _generator(name: str) -> Any:
     """The generator module ``galframe.sim.<name>``: it provides ``resolve(sim, bands)`` and
     ``simulate_range(cfg, start, stop) -> (start, images, clean, rows)``."""

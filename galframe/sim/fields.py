@@ -115,6 +115,95 @@ def _mask_threshold(spec: Mapping[str, Any]) -> float:
     return 10.0 ** ((float(spec["zeropoint"]) - float(spec["mask_sb"])) / 2.5) * scale**2
 
 
+def _conditions(rng: np.random.Generator, spec: Mapping[str, Any], bands: list, galsim: Any, gsp: Any) -> tuple[dict, dict, dict]:
+    """(PSF FWHM, sky noise, Moffat PSF) per band of one field."""
+    scale, zp = float(spec["pixel_scale"]), float(spec["zeropoint"])
+    seeing = float(np.clip(math.exp(rng.normal(0.0, float(spec["psf"]["seeing_scatter"]))), 0.5, 2.0))
+    fwhm = {b: float(spec["psf"]["fwhm"][b]) * seeing for b in bands}
+    sigma = {
+        b: desi.sky_sigma(float(spec["depth"][b]) + float(rng.normal(0.0, float(spec["depth_scatter"]))), fwhm[b], scale, zp)
+        for b in bands
+    }
+    psfs = {b: galsim.Moffat(beta=float(spec["psf"]["beta"]), fwhm=fwhm[b], gsparams=gsp) for b in bands}
+    return fwhm, sigma, psfs
+
+
+def _star(rng: np.random.Generator, spec: Mapping[str, Any], psfs: dict, bands: list) -> tuple[dict, dict, float, str, float]:
+    """(magnitudes, PSF-convolved profile per band, radius in pixels, type, half-light radius) of a star."""
+    zp = float(spec["zeropoint"])
+    mag_r = desi._sample_mag(rng, *spec["star_mag_r"], float(spec["mag_slope"]))
+    gr = float(rng.uniform(0.2, 1.5))
+    rz = -0.05 + 0.6 * gr + 1.2 * max(gr - 1.2, 0.0) + float(rng.normal(0.0, 0.05))
+    mags = {"g": mag_r + gr, "r": mag_r, "z": mag_r - rz}
+    profiles = {b: psfs[b].withFlux(10.0 ** ((zp - mags[b]) / 2.5)) for b in bands}
+    return mags, profiles, 1.0, "star", 0.0
+
+
+def _galaxy(ctx: Any, spec: Mapping[str, Any], psfs: dict, bands: list) -> tuple[dict, dict, float, str, float]:
+    """(magnitudes, PSF-convolved profile per band, radius in pixels, type, half-light radius) of a galaxy."""
+    rng, galsim, gsp = ctx.rng, ctx.galsim, ctx.gsp
+    zp, scale = float(spec["zeropoint"]), float(spec["pixel_scale"])
+    mag_r = desi._sample_mag(rng, *spec["mag_r"], float(spec["mag_slope"]))
+    gtype = str(rng.choice(spec["galaxy_types"], p=spec["galaxy_fractions"]))
+    sc = spec["size"]
+    log_h = math.log10(float(sc["hlr_at_r18"])) - float(sc["slope"]) * (mag_r - 18.0) + rng.normal(0.0, float(sc["scatter"]))
+    hlr = float(np.clip(10.0**log_h * desi.SIZE_FACTOR.get(gtype, 1.0), float(sc["min"]), float(sc["max"])))
+    build = {"smooth": desi._build_smooth, "featured_disk": desi._build_disk, "edge_on": desi._build_edge_on,
+             "irregular": desi._build_irregular}[gtype]
+    model = build(ctx, hlr)
+    flux_r = 10.0 ** ((zp - mag_r) / 2.5)
+    fr = np.array([c.frac for c in model.components]) * flux_r
+    per_band = {
+        "g": fr * 10.0 ** (-0.4 * np.array([c.gr for c in model.components])),
+        "r": fr,
+        "z": fr * 10.0 ** (0.4 * np.array([c.rz for c in model.components])),
+    }
+    mags = {b: zp - 2.5 * math.log10(float(per_band[b].sum())) for b in desi.BANDS}
+    profiles = {
+        b: galsim.Convolve(
+            galsim.Sum([c.profile * float(f) for c, f in zip(model.components, per_band[b])], gsparams=gsp),
+            psfs[b], gsparams=gsp,
+        )
+        for b in bands
+    }
+    return mags, profiles, hlr / scale, gtype, hlr
+
+
+def _place(rng: np.random.Generator, spec: Mapping[str, Any], kind: str, placed: list, radius: float, size: int) -> tuple[float, float]:
+    """An object's position (pixels): next to an earlier object (a blend) or anywhere, inside the margin."""
+    margin = float(spec["margin"])
+    if kind == "galaxy" and placed and rng.random() < float(spec["blend_fraction"]):
+        x0, y0, r0 = placed[int(rng.integers(len(placed)))]
+        dist = max(2.0, float(rng.uniform(*spec["blend_distance"])) * 0.5 * (r0 + radius))
+        ang = rng.uniform(0.0, 2.0 * math.pi)
+        x, y = x0 + dist * math.cos(ang), y0 + dist * math.sin(ang)
+    else:
+        x, y = rng.uniform(margin, size - 1 - margin, size=2)
+    return float(np.clip(x, margin, size - 1 - margin)), float(np.clip(y, margin, size - 1 - margin))
+
+
+def _instance(kind: str, gtype: str, x: float, y: float, hlr: float, mags: dict, mask: np.ndarray, min_area: int) -> dict[str, Any]:
+    """The instance row of one object: class, position, size, magnitudes, its mask (area, box, RLE)."""
+    area = int(mask.sum())
+    row: dict[str, Any] = {
+        "class": CLASSES.index(kind),
+        "type": gtype,
+        "x": x,
+        "y": y,
+        "half_light_radius": hlr,
+        **{f"mag_{b}": float(mags[b]) for b in desi.BANDS},
+        "area": area,
+        "annotated": area >= min_area,
+    }
+    if area:
+        ys, xs = np.nonzero(mask)
+        row["bbox"] = [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
+    else:
+        row["bbox"] = [x, y, 0.0, 0.0]
+    row["rle"] = mask_to_rle(mask)
+    return row
+
+
 def simulate_field(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Field ``i``: image (bands, H, W) float32 and its catalog row (with an ``instances`` list)."""
     import galsim
@@ -123,21 +212,12 @@ def simulate_field(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, dict[str
     bands = list(cfg["bands"])
     size = int(cfg["image_size"])
     scale = float(spec["pixel_scale"])
-    zp = float(spec["zeropoint"])
     gsp = desi._gsparams(galsim)
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg["seed"]), int(i), 17]))
     gs_rng = galsim.BaseDeviate(int(rng.integers(1, 2**31 - 1)))
     ctx = desi._Ctx(rng, gs_rng, galsim, gsp, spec)
-
-    seeing = float(np.clip(math.exp(rng.normal(0.0, float(spec["psf"]["seeing_scatter"]))), 0.5, 2.0))
-    fwhm = {b: float(spec["psf"]["fwhm"][b]) * seeing for b in bands}
-    sigma = {
-        b: desi.sky_sigma(float(spec["depth"][b]) + float(rng.normal(0.0, float(spec["depth_scatter"]))), fwhm[b], scale, zp)
-        for b in bands
-    }
-    psfs = {b: galsim.Moffat(beta=float(spec["psf"]["beta"]), fwhm=fwhm[b], gsparams=gsp) for b in bands}
+    fwhm, sigma, psfs = _conditions(rng, spec, bands, galsim, gsp)
     threshold = _mask_threshold(spec)
-    margin = float(spec["margin"])
     centre = (size - 1) / 2.0
 
     n_gal = int(rng.poisson(float(spec["galaxies"])))
@@ -150,72 +230,14 @@ def simulate_field(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, dict[str
     order = rng.permutation(len(kinds))
     for k in order:
         kind = kinds[k]
-        if kind == "star":
-            mag_r = desi._sample_mag(rng, *spec["star_mag_r"], float(spec["mag_slope"]))
-            gr = float(rng.uniform(0.2, 1.5))
-            rz = -0.05 + 0.6 * gr + 1.2 * max(gr - 1.2, 0.0) + float(rng.normal(0.0, 0.05))
-            mags = {"g": mag_r + gr, "r": mag_r, "z": mag_r - rz}
-            profiles = {b: psfs[b].withFlux(10.0 ** ((zp - mags[b]) / 2.5)) for b in bands}
-            radius, gtype, hlr = 1.0, "star", 0.0
-        else:
-            mag_r = desi._sample_mag(rng, *spec["mag_r"], float(spec["mag_slope"]))
-            gtype = str(rng.choice(spec["galaxy_types"], p=spec["galaxy_fractions"]))
-            sc = spec["size"]
-            log_h = math.log10(float(sc["hlr_at_r18"])) - float(sc["slope"]) * (mag_r - 18.0) + rng.normal(0.0, float(sc["scatter"]))
-            hlr = float(np.clip(10.0**log_h * desi.SIZE_FACTOR.get(gtype, 1.0), float(sc["min"]), float(sc["max"])))
-            build = {"smooth": desi._build_smooth, "featured_disk": desi._build_disk, "edge_on": desi._build_edge_on,
-                     "irregular": desi._build_irregular}[gtype]
-            model = build(ctx, hlr)
-            flux_r = 10.0 ** ((zp - mag_r) / 2.5)
-            fr = np.array([c.frac for c in model.components]) * flux_r
-            per_band = {
-                "g": fr * 10.0 ** (-0.4 * np.array([c.gr for c in model.components])),
-                "r": fr,
-                "z": fr * 10.0 ** (0.4 * np.array([c.rz for c in model.components])),
-            }
-            mags = {b: zp - 2.5 * math.log10(float(per_band[b].sum())) for b in desi.BANDS}
-            profiles = {
-                b: galsim.Convolve(
-                    galsim.Sum([c.profile * float(f) for c, f in zip(model.components, per_band[b])], gsparams=gsp),
-                    psfs[b], gsparams=gsp,
-                )
-                for b in bands
-            }
-            radius = hlr / scale
-        # position: next to an earlier object (a blend) or anywhere
-        if kind == "galaxy" and placed and rng.random() < float(spec["blend_fraction"]):
-            x0, y0, r0 = placed[int(rng.integers(len(placed)))]
-            dist = max(2.0, float(rng.uniform(*spec["blend_distance"])) * 0.5 * (r0 + radius))
-            ang = rng.uniform(0.0, 2.0 * math.pi)
-            x, y = x0 + dist * math.cos(ang), y0 + dist * math.sin(ang)
-        else:
-            x, y = rng.uniform(margin, size - 1 - margin, size=2)
-        x = float(np.clip(x, margin, size - 1 - margin))
-        y = float(np.clip(y, margin, size - 1 - margin))
+        mags, profiles, radius, gtype, hlr = _star(rng, spec, psfs, bands) if kind == "star" else _galaxy(ctx, spec, psfs, bands)
+        x, y = _place(rng, spec, kind, placed, radius, size)
         placed.append((x, y, radius))
         own = np.stack(
             [profiles[b].drawImage(nx=size, ny=size, scale=scale, offset=(x - centre, y - centre)).array for b in bands]
         )
         image += own
-        mask = own.sum(axis=0) > threshold
-        area = int(mask.sum())
-        row: dict[str, Any] = {
-            "class": CLASSES.index(kind),
-            "type": gtype,
-            "x": x,
-            "y": y,
-            "half_light_radius": hlr,
-            **{f"mag_{b}": float(mags[b]) for b in desi.BANDS},
-            "area": area,
-            "annotated": area >= int(spec["min_area"]),
-        }
-        if area:
-            ys, xs = np.nonzero(mask)
-            row["bbox"] = [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
-        else:
-            row["bbox"] = [x, y, 0.0, 0.0]
-        row["rle"] = mask_to_rle(mask)
-        instances.append(row)
+        instances.append(_instance(kind, gtype, x, y, hlr, mags, own.sum(axis=0) > threshold, int(spec["min_area"])))
 
     noise = rng.standard_normal(size=image.shape) * np.array([sigma[b] for b in bands])[:, None, None]
     field: dict[str, Any] = {

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -120,12 +121,55 @@ def simulate_votes(rng: np.random.Generator, seen: Mapping[str, Any], cfg: Mappi
     * optionally a projected (unrelated) neighbour: ``snr_neighbour``, ``neighbour_ratio`` (flux ratio)
       and ``neighbour_confusion`` (probability that a volunteer who sees it takes it for a partner).
     """
+    crowd = _perceive(rng, seen, cfg)
+    counts = {c: 0 for c in columns()}
+    smooth, feat = _ask_smooth_or_featured(crowd, seen, counts)
+    edge, face = _ask_disk_edge_on(crowd, feat, counts)
+    spiral = _ask_face_on_disk(crowd, face, counts)
+    _ask_how_rounded(crowd, smooth, counts)
+    _ask_edge_on_bulge(crowd, seen, edge, counts)
+    _ask_spiral_arms(crowd, seen, spiral, counts)
+    _ask_merging(crowd, seen, counts)
+    counts["n_volunteers"] = crowd.n
+    return counts
+
+
+@dataclass
+class _Crowd:
+    """The volunteers of one galaxy: what each perceives (one value per volunteer)."""
+
+    rng: np.random.Generator
+    cfg: Mapping[str, Any]
+    n: int
+    sens: np.ndarray
+    arms: np.ndarray
+    bar: np.ndarray
+    tidal: np.ndarray
+    comp: np.ndarray
+    q_v: np.ndarray
+    bt_v: np.ndarray
+    disk_v: np.ndarray
+    arm_vis: float
+    pitch_v: np.ndarray
+    bar_v: np.ndarray
+
+    def cut(self, key: str) -> float:
+        return float(self.cfg["cuts"][key])
+
+    def lapsed(self, choice: np.ndarray, k: int) -> np.ndarray:
+        """Replace a ``lapse`` fraction of answers by uniformly random ones (k answers)."""
+        mask = self.rng.random(len(choice)) < float(self.cfg["lapse"])
+        choice = choice.copy()
+        choice[mask] = self.rng.integers(0, k, size=int(mask.sum()))
+        return choice
+
+
+def _perceive(rng: np.random.Generator, seen: Mapping[str, Any], cfg: Mapping[str, Any]) -> _Crowd:
+    """How many volunteers, and which features each sees and how it reads the shape."""
     n_mean, spread = int(cfg["n"]), int(cfg["spread"])
     n = int(rng.integers(max(1, n_mean - spread), n_mean + spread + 1))
     steep = float(cfg["steepness"])
     half = cfg["snr_half"]
-    cuts = cfg["cuts"]
-    lapse = float(cfg["lapse"])
     sens = np.exp(rng.normal(0.0, float(cfg["sensitivity_scatter"]), size=n))
 
     arms = _seen(rng, float(seen["snr_arms"]), float(half["arms"]), sens, steep)
@@ -142,90 +186,101 @@ def simulate_votes(rng: np.random.Generator, seen: Mapping[str, Any], cfg: Mappi
     arm_vis = visibility(float(seen["snr_arms"]), float(half["arms"]), steep)
     pitch_v = float(seen["pitch"]) + rng.normal(0.0, float(cfg["pitch_noise"]) * (1.0 + 1.5 * (1.0 - arm_vis)), size=n)
     bar_v = float(seen["bar_strength"]) + rng.normal(0.0, float(cfg["bar_noise"]), size=n)
+    return _Crowd(rng, cfg, n, sens, arms, bar, tidal, comp, q_v, bt_v, disk_v, arm_vis, pitch_v, bar_v)
 
-    def lapsed(choice: np.ndarray, k: int) -> np.ndarray:
-        """Replace a ``lapse`` fraction of answers by uniformly random ones (k answers)."""
-        mask = rng.random(len(choice)) < lapse
-        choice = choice.copy()
-        choice[mask] = rng.integers(0, k, size=int(mask.sum()))
-        return choice
 
-    counts = {c: 0 for c in columns()}
-
-    # 1. smooth-or-featured: 0 smooth, 1 featured-or-disk, 2 artifact
-    thin_disk = (q_v < float(cuts["edge_on"]) + 0.05) & (disk_v > 0.45)
-    featured = arms | bar | thin_disk | (tidal & (rng.random(n) < 0.35))
+def _ask_smooth_or_featured(v: _Crowd, seen: Mapping[str, Any], counts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """1. smooth-or-featured: 0 smooth, 1 featured-or-disk, 2 artifact; returns (smooth, featured) per volunteer."""
+    rng, n = v.rng, v.n
+    thin_disk = (v.q_v < v.cut("edge_on") + 0.05) & (v.disk_v > 0.45)
+    featured = v.arms | v.bar | thin_disk | (v.tidal & (rng.random(n) < 0.35))
     p_art = 0.005 + 0.08 / (1.0 + (float(seen["snr_total"]) / 10.0) ** 2)
     a1 = np.where(featured, 1, 0)
     a1 = np.where(rng.random(n) < p_art, 2, a1)
-    a1 = lapsed(a1, 3)
+    a1 = v.lapsed(a1, 3)
     _count(counts, "smooth-or-featured", ["smooth", "featured-or-disk", "artifact"], a1)
-    smooth, feat = a1 == 0, a1 == 1
+    return a1 == 0, a1 == 1
 
-    # 2. disk-edge-on (featured): 0 yes, 1 no
-    a2 = np.where(q_v < float(cuts["edge_on"]), 0, 1)
-    a2 = lapsed(a2, 2)
+
+def _ask_disk_edge_on(v: _Crowd, feat: np.ndarray, counts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """2. disk-edge-on (featured): 0 yes, 1 no; returns (edge-on, face-on) per volunteer."""
+    a2 = np.where(v.q_v < v.cut("edge_on"), 0, 1)
+    a2 = v.lapsed(a2, 2)
     _count(counts, "disk-edge-on", ["yes", "no"], a2[feat])
-    edge, face = feat & (a2 == 0), feat & (a2 == 1)
+    return feat & (a2 == 0), feat & (a2 == 1)
 
-    # 3. has-spiral-arms (face-on featured): 0 yes, 1 no
-    a3 = np.where(arms | (rng.random(n) < 0.08), 0, 1)
-    a3 = lapsed(a3, 2)
+
+def _ask_face_on_disk(v: _Crowd, face: np.ndarray, counts: dict) -> np.ndarray:
+    """3. has-spiral-arms, 4. bar, 5. bulge-size (face-on featured); returns who saw spiral arms."""
+    rng, n = v.rng, v.n
+    # 3. has-spiral-arms: 0 yes, 1 no
+    a3 = np.where(v.arms | (rng.random(n) < 0.08), 0, 1)
+    a3 = v.lapsed(a3, 2)
     _count(counts, "has-spiral-arms", ["yes", "no"], a3[face])
     spiral = face & (a3 == 0)
 
     # 4. bar: 0 strong, 1 weak, 2 no
-    strong = bar_v > float(cuts["bar_strong"])
-    a4 = np.where(bar, np.where(strong, 0, 1), np.where(rng.random(n) < 0.05, 1, 2))
-    a4 = lapsed(a4, 3)
+    strong = v.bar_v > v.cut("bar_strong")
+    a4 = np.where(v.bar, np.where(strong, 0, 1), np.where(rng.random(n) < 0.05, 1, 2))
+    a4 = v.lapsed(a4, 3)
     _count(counts, "bar", ["strong", "weak", "no"], a4[face])
 
     # 5. bulge-size: 0 dominant, 1 large, 2 moderate, 3 small, 4 none
-    a5 = 4 - np.digitize(bt_v, [0.04, 0.15, 0.35, 0.6])
-    a5 = lapsed(a5, 5)
+    a5 = 4 - np.digitize(v.bt_v, [0.04, 0.15, 0.35, 0.6])
+    a5 = v.lapsed(a5, 5)
     _count(counts, "bulge-size", ["dominant", "large", "moderate", "small", "none"], a5[face])
+    return spiral
 
-    # 6. how-rounded (smooth): 0 round, 1 in-between, 2 cigar-shaped
-    a6 = np.where(q_v > float(cuts["round"]), 0, np.where(q_v < float(cuts["cigar"]), 2, 1))
-    a6 = lapsed(a6, 3)
+
+def _ask_how_rounded(v: _Crowd, smooth: np.ndarray, counts: dict) -> None:
+    """6. how-rounded (smooth): 0 round, 1 in-between, 2 cigar-shaped."""
+    a6 = np.where(v.q_v > v.cut("round"), 0, np.where(v.q_v < v.cut("cigar"), 2, 1))
+    a6 = v.lapsed(a6, 3)
     _count(counts, "how-rounded", ["round", "in-between", "cigar-shaped"], a6[smooth])
 
-    # 7. edge-on-bulge (edge-on): 0 boxy, 1 none, 2 rounded
-    has_bulge = bt_v > 0.1
-    boxy = rng.random(n) < (0.6 if seen.get("boxy") else 0.1)
+
+def _ask_edge_on_bulge(v: _Crowd, seen: Mapping[str, Any], edge: np.ndarray, counts: dict) -> None:
+    """7. edge-on-bulge (edge-on): 0 boxy, 1 none, 2 rounded."""
+    has_bulge = v.bt_v > 0.1
+    boxy = v.rng.random(v.n) < (0.6 if seen.get("boxy") else 0.1)
     a7 = np.where(has_bulge, np.where(boxy, 0, 2), 1)
-    a7 = lapsed(a7, 3)
+    a7 = v.lapsed(a7, 3)
     _count(counts, "edge-on-bulge", ["boxy", "none", "rounded"], a7[edge])
 
-    # 8. spiral-winding (arms): 0 tight, 1 medium, 2 loose
-    a8 = np.where(pitch_v < float(cuts["tight"]), 0, np.where(pitch_v > float(cuts["loose"]), 2, 1))
-    a8 = lapsed(a8, 3)
+
+def _ask_spiral_arms(v: _Crowd, seen: Mapping[str, Any], spiral: np.ndarray, counts: dict) -> None:
+    """8. spiral-winding, 9. spiral-arm-count (those who saw arms)."""
+    rng, n = v.rng, v.n
+    # 8. spiral-winding: 0 tight, 1 medium, 2 loose
+    a8 = np.where(v.pitch_v < v.cut("tight"), 0, np.where(v.pitch_v > v.cut("loose"), 2, 1))
+    a8 = v.lapsed(a8, 3)
     _count(counts, "spiral-winding", ["tight", "medium", "loose"], a8[spiral])
 
     # 9. spiral-arm-count: 0 "1", 1 "2", 2 "3", 3 "4", 4 more-than-4, 5 cant-tell
     true_m = int(seen.get("n_arms") or 2)
     m_v = true_m + rng.choice([-1, 0, 0, 0, 0, 1], size=n)
     a9 = np.clip(m_v, 1, 5) - 1
-    a9 = np.where(rng.random(n) < 0.1 + 0.5 * (1.0 - arm_vis), 5, a9)
-    a9 = lapsed(a9, 6)
+    a9 = np.where(rng.random(n) < 0.1 + 0.5 * (1.0 - v.arm_vis), 5, a9)
+    a9 = v.lapsed(a9, 6)
     _count(counts, "spiral-arm-count", ["1", "2", "3", "4", "more-than-4", "cant-tell"], a9[spiral])
 
-    # 10. merging (everyone): 0 none, 1 minor-disturbance, 2 major-disturbance, 3 merger
+
+def _ask_merging(v: _Crowd, seen: Mapping[str, Any], counts: dict) -> None:
+    """10. merging (everyone): 0 none, 1 minor-disturbance, 2 major-disturbance, 3 merger."""
+    rng, n = v.rng, v.n
     ratio_v = float(seen["companion_ratio"]) * np.exp(rng.normal(0.0, 0.3, size=n))
     dist_v = float(seen["disturbance"]) * np.exp(rng.normal(0.0, 0.4, size=n))
     a10 = np.zeros(n, dtype=np.int64)
-    a10 = np.where(tidal & (dist_v > 0.06), np.where(dist_v > 0.18, 2, 1), a10)
-    a10 = np.where(comp, np.where(ratio_v > 0.2, 3, 2), a10)
+    a10 = np.where(v.tidal & (dist_v > 0.06), np.where(dist_v > 0.18, 2, 1), a10)
+    a10 = np.where(v.comp, np.where(ratio_v > 0.2, 3, 2), a10)
     # a bright projected neighbour close enough to pass for a partner fools some of those who notice it
     if float(seen.get("neighbour_confusion", 0.0)) > 0:
-        fooled = _seen(rng, float(seen["snr_neighbour"]), float(half["companion"]), sens, steep)
+        fooled = _seen(rng, float(seen["snr_neighbour"]), float(v.cfg["snr_half"]["companion"]), v.sens, float(v.cfg["steepness"]))
         fooled &= rng.random(n) < float(seen["neighbour_confusion"])
         ratio_nb = float(seen["neighbour_ratio"]) * np.exp(rng.normal(0.0, 0.3, size=n))
         a10 = np.where(fooled & (a10 == 0) & (ratio_nb > 0.25), 3, a10)
-    a10 = lapsed(a10, 4)
+    a10 = v.lapsed(a10, 4)
     _count(counts, "merging", ["none", "minor-disturbance", "major-disturbance", "merger"], a10)
-    counts["n_volunteers"] = n
-    return counts
 
 
 def _count(counts: dict[str, int], question: str, answers: list[str], choice: np.ndarray) -> None:

@@ -92,6 +92,8 @@ def model_config(cfg: dict, info: Any) -> dict:
         "augment": cfg["data"].get("augment") or {},
         "scaling": cfg["data"].get("scaling") or {"name": "asinh"},
         "seed": int(cfg.get("seed", 0)),
+        # label-free objectives (galframe pretrain: {name: {plugin, weight, options}}), trained beside any tasks
+        **({"pretexts": cfg["pretexts"]} if cfg.get("pretexts") else {}),
     }
 
 
@@ -105,6 +107,9 @@ def task_requires(cfg: dict) -> list[str]:
         plugin, _, options = split_plugin_cfg(task_cfg, f"task '{task_name}'", ("plugin", "weight"))
         cls = registry.load("task", plugin)
         keys.update(cls.requires_for(options))  # the one place a task's keys come from
+    for pretext_name, pretext_cfg in (cfg.get("pretexts") or {}).items():
+        plugin, _, options = split_plugin_cfg(pretext_cfg, f"pretext '{pretext_name}'", ("plugin", "weight"))
+        keys.update(registry.load("pretext", plugin).requires_for(options))
     return sorted(keys)
 
 

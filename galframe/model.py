@@ -48,7 +48,9 @@ def build_backbone(cfg: Mapping[str, Any], info: DataInfo) -> Any:
 
 
 class GalaxyModel(pl.LightningModule):
-    """``config`` is a plain dict: data_info, backbone, tasks, optimizer, scheduler, finetune, augment, scaling, seed."""
+    """``config`` is a plain dict: data_info, backbone, tasks, optimizer, scheduler, finetune, augment, scaling, seed,
+    and optionally pretexts: label-free objectives (plugins of kind ``pretext``, ``{name: {plugin, weight, ...}}``)
+    whose weighted losses add to the tasks' (``galframe pretrain`` trains a model of pretexts and no task)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
@@ -60,7 +62,7 @@ class GalaxyModel(pl.LightningModule):
         self.backbone = build_backbone(cfg["backbone"], self.data_info)
         name = cfg["backbone"]["plugin"]
         tasks_cfg = cfg.get("tasks") or {}
-        if not tasks_cfg:
+        if not tasks_cfg and not cfg.get("pretexts"):
             raise ConfigError("No task selected: choose at least one, e.g. 'tasks=[classify]'.")
         self.tasks = nn.ModuleDict()
         self.task_weights: dict[str, float] = {}
@@ -78,6 +80,14 @@ class GalaxyModel(pl.LightningModule):
         self.decode = any(t.needs_decoder for t in self.tasks.values())
         if self.decode and not self.backbone.has_decoder:
             raise ConfigError(f"A selected task needs a decoder, which backbone '{name}' does not have.")
+        self.pretexts = nn.ModuleDict()
+        self.pretext_weights: dict[str, float] = {}
+        for pretext_name, pretext_cfg in (cfg.get("pretexts") or {}).items():
+            plugin, core, options = split_plugin_cfg(pretext_cfg, f"pretext '{pretext_name}'", CORE_TASK_KEYS)
+            self.pretexts[pretext_name] = registry.build(
+                "pretext", plugin, options, backbone=self.backbone, data=self.data_info, scaling=self.scaling
+            )
+            self.pretext_weights[pretext_name] = float(core.get("weight", 1.0))
         self.val_metrics = nn.ModuleDict({n: t.make_metrics() for n, t in self.tasks.items()})
         self.test_metrics = nn.ModuleDict({n: t.make_metrics() for n, t in self.tasks.items()})
         self.finetune = dict(cfg.get("finetune") or {"mode": "full"})
@@ -90,8 +100,8 @@ class GalaxyModel(pl.LightningModule):
         return self.hparams["config"]
 
     def _used_blocks(self) -> list[nn.Module]:
-        """The backbone stages this model runs: all of them when a task decodes, else the encoder's."""
-        return self.backbone.blocks() if self.decode else self.backbone.encoder_blocks()
+        """The backbone stages this model runs: all of them when a task decodes or a pretext trains, else the encoder's."""
+        return self.backbone.blocks() if self.decode or len(self.pretexts) else self.backbone.encoder_blocks()
 
     def _apply_finetune(self) -> list[nn.Module]:
         mode = self.finetune.get("mode", "full")
@@ -136,7 +146,23 @@ class GalaxyModel(pl.LightningModule):
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
         if rest:
             groups.append({"params": rest, "lr": lr, "name": "heads"})
-        return groups
+        return self._without_decay(groups)
+
+    def _without_decay(self, groups: list[dict]) -> list[dict]:
+        """``finetune.no_decay`` (parameter-name suffixes): those, and every bias and norm (ndim <= 1), get no
+        weight decay, each group split in two."""
+        suffixes = tuple(self.finetune.get("no_decay") or ())
+        if not suffixes:
+            return groups
+        exempt = {id(p) for n, p in self.named_parameters() if p.ndim <= 1 or n.endswith(suffixes)}
+        out = []
+        for group in groups:
+            for part, params in (("", [p for p in group["params"] if id(p) not in exempt]),
+                                 (".no_decay", [p for p in group["params"] if id(p) in exempt])):
+                if params:
+                    out.append({**group, "params": params, "name": group["name"] + part,
+                                **({"weight_decay": 0.0} if part else {})})
+        return out
 
     # -- forward ------------------------------------------------------------
     def check_bands(self, bands: list[str], source: str = "input") -> None:
@@ -175,24 +201,72 @@ class GalaxyModel(pl.LightningModule):
         torch.manual_seed(int(self.config.get("seed", 0)) * 7919 + int(self.global_step))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        outputs = self(batch["image"])
-        total, losses = self._losses(outputs, batch)
         bs = batch["image"].shape[0]
+        total: Any = 0.0
+        if len(self.tasks):
+            outputs = self(batch["image"])
+            total, losses = self._losses(outputs, batch)
+            for name, value in losses.items():
+                self.log(f"train/{name}/loss", value, batch_size=bs)
+        if len(self.pretexts):
+            progress = self.progress()
+            for k, (name, pretext) in enumerate(self.pretexts.items()):
+                loss, logs = pretext.loss(batch, self.generator(1, int(self.global_step), k), progress)
+                total = total + self.pretext_weights[name] * loss
+                for key, value in logs.items():
+                    self.log(f"train/{key}", value, batch_size=bs)
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
-        for name, value in losses.items():
-            self.log(f"train/{name}/loss", value, batch_size=bs)
         return total
 
-    def _eval_step(self, batch: dict, stage: str) -> None:
-        outputs = self(batch["image"])
-        total, losses = self._losses(outputs, batch)
+    # -- pretext objectives -----------------------------------------------------
+    def generator(self, *key: int) -> torch.Generator:
+        """A CPU generator fixed by (seed, key): the pretexts' random draws, reproducible and resumable."""
+        seed = int(self.config.get("seed", 0))
+        return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *key]).generate_state(1)[0]))
+
+    def progress(self) -> float:
+        """The fraction of the run's optimiser steps done (0 to 1)."""
+        trainer = self._trainer
+        total = max(int(trainer.estimated_stepping_batches), 1) if trainer is not None else 1
+        return min(float(self.global_step) / total, 1.0)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if len(self.pretexts):
+            progress = self.progress()
+            for pretext in self.pretexts.values():
+                pretext.after_step(progress)  # e.g. an EMA teacher follows the student
+
+    def _pretext_monitors(self, batch: dict, batch_idx: int) -> Optional[torch.Tensor]:
+        """Log every pretext's validation values; returns the weighted sum of their ``<name>/loss`` values."""
         bs = batch["image"].shape[0]
-        self.log(f"{stage}/loss", total, prog_bar=stage == "val", batch_size=bs, sync_dist=True)
-        for name, value in losses.items():
-            self.log(f"{stage}/{name}/loss", value, batch_size=bs, sync_dist=True)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        for name, task in self.tasks.items():
-            task.update_metrics(metrics[name], outputs[name], batch)
+        total = None
+        for k, (name, pretext) in enumerate(self.pretexts.items()):
+            for key, value in pretext.monitors(batch, self.generator(2, batch_idx, k)).items():
+                if "/" in key:  # an objective's own loss, e.g. restore/loss
+                    self.log(f"val/{key}", value, batch_size=bs)
+                    if key.endswith("/loss"):
+                        total = self.pretext_weights[name] * value + (0.0 if total is None else total)
+                else:
+                    self.log(f"val/{key}", value, batch_size=bs, prog_bar=key in ("l1", "effective_rank"))
+        return total
+
+    def _eval_step(self, batch: dict, stage: str, batch_idx: int = 0) -> None:
+        bs = batch["image"].shape[0]
+        total = None
+        if len(self.tasks):
+            outputs = self(batch["image"])
+            total, losses = self._losses(outputs, batch)
+            for name, value in losses.items():
+                self.log(f"{stage}/{name}/loss", value, batch_size=bs, sync_dist=True)
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            for name, task in self.tasks.items():
+                task.update_metrics(metrics[name], outputs[name], batch)
+        if len(self.pretexts) and stage == "val":
+            extra = self._pretext_monitors(batch, batch_idx)
+            if extra is not None:
+                total = extra if total is None else total + extra
+        if total is not None:
+            self.log(f"{stage}/loss", total, prog_bar=stage == "val", batch_size=bs, sync_dist=True)
 
     def _eval_epoch_end(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
@@ -204,7 +278,7 @@ class GalaxyModel(pl.LightningModule):
             metrics[name].reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, "val", batch_idx)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -234,7 +308,10 @@ class GalaxyModel(pl.LightningModule):
             return optimizer
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         steps_per_epoch = max(total // max(int(self.trainer.max_epochs or 1), 1), 1)
-        warmup = int(float(sched.get("warmup_epochs", 0.0)) * steps_per_epoch)
+        if sched.get("warmup_steps") is not None:  # a warm-up counted in optimiser steps (pretraining)
+            warmup = min(int(sched["warmup_steps"]), max(total - 1, 0))
+        else:
+            warmup = int(float(sched.get("warmup_epochs", 0.0)) * steps_per_epoch)
         floor = float(sched.get("min_lr_ratio", 0.01))
 
         def factor(step: int) -> float:

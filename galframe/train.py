@@ -69,7 +69,7 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
     from galframe.build import build
     from galframe.report import write_reports
 
-    _quiet_known_warnings()
+    quiet_known_warnings()
     cfg = to_dict(cfg)
     run_dir = Path(distributed.rank_run_dir(run_dir) or cfg.get("run_dir") or Path.cwd()).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -146,8 +146,8 @@ def pretrain(cfg: Any, run_dir: Any) -> dict:
     return fit(cfg, run_dir) or {}
 
 
-def _quiet_known_warnings() -> None:
-    """Silence library warnings that say nothing actionable to a galframe user."""
+def quiet_known_warnings() -> None:
+    """Silence library warnings that say nothing actionable to a galframe user (every command that trains)."""
     import warnings
 
     for pattern in (
@@ -157,3 +157,6 @@ def _quiet_known_warnings() -> None:
         ".*The number of training batches .* is smaller than the logging interval.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
+
+
+_quiet_known_warnings = quiet_known_warnings  # the former private name, still imported by predict and the HITL loop

@@ -189,3 +189,70 @@ def test_shipped_weights_load_and_their_sha256_matches(tmp_path, monkeypatch) ->
     backbone = build_backbone({"plugin": "lvm", "img_size": 64, "patch_size": 4, "embed_dim": 32, "depths": [2, 2, 2],
                                "num_heads": [2, 4, 8], "weights": "lvm_tiny-g10"}, info)
     assert backbone.weights_meta["zoo_entry"] == "lvm_tiny-g10"
+
+
+# -- pretraining is galframe train's machinery with pretexts and no labels ------------------------------
+def _pretrain_build(tiny_dataset, *overrides: str):
+    from galframe.build import build, compose, to_dict
+    from galframe_lvm.pretrain import pretrain_settings, training_config
+
+    cfg = to_dict(compose("pretrain", [f"data.path={tiny_dataset}", *overrides], fresh=True))
+    return build(training_config(cfg, pretrain_settings(cfg["pretrain"])), progress=False)
+
+
+def test_pretrain_builds_a_galaxy_model_of_pretexts_and_no_task(tiny_dataset) -> None:
+    from galframe.model import GalaxyModel
+    from galframe_lvm.pretext import MaskedRestoration, SelfDistillation
+
+    model, dm = _pretrain_build(tiny_dataset, "pretrain.objectives.distill.weight=0.5", "pretrain.objectives.distill.out_dim=64")
+    assert type(model) is GalaxyModel and len(model.tasks) == 0
+    assert isinstance(model.pretexts["restore"], MaskedRestoration) and isinstance(model.pretexts["distill"], SelfDistillation)
+    assert model.pretext_weights == {"restore": 1.0, "distill": 0.5}
+    assert "clean" in dm.requires  # the restoration objective reads the noise-free images; no label column is read
+    # the pretraining schedule and weight decay: step-counted warm-up; norms, biases, the mask token and the
+    # position-bias tables are not decayed; the EMA teacher is not trained by the optimiser
+    assert model.config["scheduler"] == {"name": "cosine", "warmup_steps": 200, "min_lr_ratio": 0.01}
+    groups = model.param_groups()
+    names = {id(p): n for n, p in model.named_parameters()}
+    exempt = [names[id(p)] for g in groups if g.get("weight_decay") == 0.0 for p in g["params"]]
+    decayed = [names[id(p)] for g in groups if "weight_decay" not in g for p in g["params"]]
+    assert any(n.endswith("mask_token") for n in exempt) and any(n.endswith("relative_position_bias_table") for n in exempt)
+    assert not any(n.endswith(("mask_token", "relative_position_bias_table", ".bias")) for n in decayed) and decayed
+    trained = {id(p) for g in groups for p in g["params"]}
+    teacher = list(model.pretexts["distill"].teacher.parameters())
+    assert teacher and not any(id(p) in trained for p in teacher)
+    assert all(id(p) in trained for p in model.pretexts["distill"].head.parameters() if p.requires_grad)
+
+
+def test_a_task_and_a_pretext_train_together(tiny_dataset) -> None:
+    import pytorch_lightning as pl
+
+    from galframe.build import build, compose, to_dict
+
+    cfg = to_dict(compose("train", [f"data.path={tiny_dataset}", "tasks=[classify]", "data.batch_size=16"], fresh=True))
+    cfg["pretexts"] = {"restore": {"plugin": "restore", "weight": 0.5, "mask": {"ratio": 0.5, "patch_size": 8}}}
+    model, dm = build(cfg, progress=False)
+    assert list(model.tasks) == ["classify"] and list(model.pretexts) == ["restore"] and "clean" in dm.requires
+    trainer = pl.Trainer(fast_dev_run=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu")
+    trainer.fit(model, datamodule=dm)
+    logged = trainer.logged_metrics
+    total = float(logged["train/loss"])
+    parts = float(logged["train/classify/loss"]) + 0.5 * float(logged["train/restore/loss"])
+    assert total == pytest.approx(parts, rel=1e-5)
+    assert "val/restore/loss" in logged and "val/classify/loss" in logged
+
+
+def test_pretraining_reaches_nothing_private_of_the_trainer() -> None:
+    import ast
+    import inspect
+
+    import galframe_lvm.pretrain as pretrain
+
+    tree = ast.parse(inspect.getsource(pretrain))
+    imported = [(node.module, a.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for a in node.names]
+    assert not [x for x in imported if x[0] and x[0].startswith("galframe.") and x[1].startswith("_")], imported
+    # the model, its backbone, scaling and data module come from galframe.build, not rebuilt here
+    rebuilt = ("GalaxyModel", "build_backbone", "build_scaling", "GalaxyDataModule", "augment_batch", "data_info_from")
+    assert not [x for x in imported if x[1] in rebuilt], imported
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and "LightningModule" in ast.unparse(n)]

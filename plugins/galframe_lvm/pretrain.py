@@ -32,7 +32,6 @@ baselines, identity (output = the masked, degraded input) and zero (output = 0):
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -41,9 +40,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from galframe.api import DataInfo
-from galframe.data.augment import augment_batch
-from galframe.data.scaling import build_scaling
 from galframe.errors import ConfigError, DataError, check_choice
 from galframe_lvm.pretext import MaskedRestoration
 
@@ -117,201 +113,122 @@ def objective_requires(settings: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(keys))
 
 
-class LVMPretrainer(pl.LightningModule):
-    """A backbone trained by the weighted sum of pretext objectives (plugins).  ``config``: a plain dict."""
+NO_DECAY = ("mask_token", "relative_position_bias_table")  # with biases and norms: no weight decay
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__()
-        self.save_hyperparameters({"config": dict(config)})
-        cfg = self.hparams["config"]
-        from galframe import registry
-        from galframe.model import build_backbone, data_info_from
 
-        self.data_info = data_info_from(cfg["data_info"])
-        self.bands = list(self.data_info.bands)
-        self.scaling = build_scaling(cfg.get("scaling") or {"name": "asinh"}, self.bands)
-        self.backbone = build_backbone(cfg["backbone"], self.data_info)
-        self.settings = pretrain_settings(cfg.get("pretrain"))
-        self.objectives = torch.nn.ModuleDict()
-        self.weights: dict[str, float] = {}
-        for name, (weight, opts) in objective_specs(self.settings).items():
-            self.objectives[name] = registry.build("pretext", name, opts, backbone=self.backbone, data=self.data_info,
-                                                   scaling=self.scaling)
-            self.weights[name] = weight
-        augment = dict(cfg.get("augment") or {})
-        augment.pop("noise", None)  # pretraining draws its own degradations
-        self.augment = augment
-        self.seed = int(cfg.get("seed", 0))
+def training_config(cfg: Mapping[str, Any], settings: Mapping[str, Any]) -> dict:
+    """The composed pretrain config as galframe train's: the backbone trained by the pretext objectives and
+    no task, under a step-counted warm-up and cosine decay (``pretrain.warmup_steps``, ``min_lr_ratio``)."""
+    data = dict(cfg["data"])
+    augment = dict(data.get("augment") or {})
+    augment.pop("noise", None)  # pretraining draws its own degradations
+    return {
+        **dict(cfg),
+        "data": {**data, "augment": augment},
+        "tasks": {},
+        "pretexts": {name: {"plugin": name, "weight": weight, **opts}
+                     for name, (weight, opts) in objective_specs(settings).items()},
+        "scheduler": {"name": "cosine", "warmup_steps": int(settings["warmup_steps"] or 0),
+                      "min_lr_ratio": float(settings["min_lr_ratio"])},
+        "finetune": {"mode": "full", "no_decay": list(NO_DECAY)},
+        "init": None,
+    }
 
-    @property
-    def restoration(self) -> Optional[Any]:
-        """The restoration objective, if this run has one (held-out L1 and sample pictures need it)."""
-        return self.objectives["restore"] if "restore" in self.objectives else None
 
-    def export_backbone(self) -> Any:
-        """The backbone whose weights are saved: a self-distillation teacher when there is one (the EMA
-        weights are the better features), else the trained backbone."""
-        if "distill" in self.objectives:
-            return self.objectives["distill"].teacher["backbone"]
-        return self.backbone
+def restoration(model: Any) -> Optional[Any]:
+    """The restoration objective of a pretraining model, if it has one (held-out L1 and sample pictures need it)."""
+    return model.pretexts["restore"] if "restore" in model.pretexts else None
 
-    def _generator(self, *key: int) -> torch.Generator:
-        return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]))
 
-    def progress(self) -> float:
-        trainer = self._trainer
-        total = max(int(trainer.estimated_stepping_batches), 1) if trainer is not None else 1
-        return min(float(self.global_step) / total, 1.0)
+def export_backbone(model: Any) -> Any:
+    """The backbone whose weights are saved: a self-distillation teacher when there is one (the EMA
+    weights are the better features), else the trained backbone."""
+    if "distill" in model.pretexts:
+        return model.pretexts["distill"].teacher["backbone"]
+    return model.backbone
 
-    # -- Lightning hooks -------------------------------------------------------
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        trainer = self._trainer
-        if trainer is not None and trainer.training and any(self.augment.values()):
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(trainer.global_step))
-            batch = augment_batch(batch, self.augment, gen)
-        return batch
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # stochastic depth draws from a stream fixed by (seed, step): exact resume
-        torch.manual_seed(self.seed * 7919 + int(self.global_step))
+def _to_device(batch: Mapping[str, Any], device: Any) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        progress = self.progress()
-        total = None
-        bs = batch["image"].shape[0]
-        for k, (name, objective) in enumerate(self.objectives.items()):
-            loss, logs = objective.loss(batch, self._generator(1, int(self.global_step), k), progress)
-            total = self.weights[name] * loss if total is None else total + self.weights[name] * loss
-            for key, value in logs.items():
-                self.log(f"train/{key}", value, batch_size=bs)
-        self.log("train/loss", total, prog_bar=True, batch_size=bs)
-        return total
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        progress = self.progress()
-        for objective in self.objectives.values():
-            objective.after_step(progress)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        bs = batch["image"].shape[0]
-        total = None
-        for k, (name, objective) in enumerate(self.objectives.items()):
-            values = objective.monitors(batch, self._generator(2, batch_idx, k))
-            for key, value in values.items():
-                if "/" in key:  # an objective's own loss, e.g. restore/loss
-                    self.log(f"val/{key}", value, batch_size=bs)
-                    if key.endswith("/loss"):
-                        total = self.weights[name] * value if total is None else total + self.weights[name] * value
-                else:
-                    self.log(f"val/{key}", value, batch_size=bs, prog_bar=key in ("l1", "effective_rank"))
-        if total is not None:
-            self.log("val/loss", total, prog_bar=True, batch_size=bs)
-
-    def configure_optimizers(self) -> Any:
-        from hydra.utils import instantiate
-
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            skip = p.ndim <= 1 or name.endswith(("mask_token", "relative_position_bias_table"))
-            (no_decay if skip else decay).append(p)
-        opt_cfg = dict(self.hparams["config"]["optimizer"])
-        opt_cfg["_partial_"] = True
-        optimizer = instantiate(opt_cfg)(
-            params=[{"params": decay, "name": "decay"}, {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
-        )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = min(int(self.settings["warmup_steps"] or 0), max(total - 1, 0))
-        floor = float(self.settings["min_lr_ratio"])
-
-        def factor(step: int) -> float:
-            if warmup and step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # -- evaluation and pictures ---------------------------------------------------
-    @torch.no_grad()
-    def heldout_l1(self, loader: Any, limit: Optional[int] = None) -> dict[str, float]:
-        """L1 (scaled units) of the model and of the identity and zero baselines, on all / masked / visible pixels."""
-        rest = self.restoration
-        was_training = self.training
-        self.eval()
-        sums: dict[str, float] = {}
-        counts = {"all": 0.0, "masked": 0.0, "visible": 0.0}
-        seen = 0
-        for i, batch in enumerate(loader):
-            if limit is not None and seen >= limit:
-                break
-            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            c = rest.corrupt(batch, self._generator(3, i))
-            out = rest.restore(c["x"], c["mask"], c["pixmask"])
-            m = c["pixmask"].expand_as(out)
-            regions = {"all": torch.ones_like(m), "masked": m, "visible": 1 - m}
-            for region, w in regions.items():
-                counts[region] += float(w.sum())
-            for name, pred in (("model", out), ("identity", c["masked_input"]), ("zero", torch.zeros_like(out))):
-                err = (pred - c["target"]).abs()
-                for region, w in regions.items():
-                    key = f"{region}/{name}"
-                    sums[key] = sums.get(key, 0.0) + float((err * w).sum())
-            seen += out.shape[0]
-        if was_training:
-            self.train()
-        result = {"n_heldout": float(seen)}
-        for key, total in sums.items():
-            region, name = key.split("/")
-            suffix = "" if region == "all" else f"_{region}"
-            result[f"heldout/l1{suffix}" + ("" if name == "model" else f"_{name}")] = total / max(counts[region], 1.0)
-        return result
-
-    @torch.no_grad()
-    def sample_grid(self, batch: Mapping[str, Any], path: Path, title: str = "") -> Path:
-        """PNG, one column per object; rows: input / masked + degraded input / output / truth (Lupton RGB)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from galframe.report import rgb
-
-        was_training = self.training
-        self.eval()
-        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        rest = self.restoration
-        c = rest.corrupt(batch, self._generator(4, 0))
+@torch.no_grad()
+def heldout_l1(model: Any, loader: Any, limit: Optional[int] = None) -> dict[str, float]:
+    """L1 (scaled units) of the model and of the identity and zero baselines, on all / masked / visible pixels."""
+    rest = restoration(model)
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    counts = {"all": 0.0, "masked": 0.0, "visible": 0.0}
+    seen = 0
+    for i, batch in enumerate(loader):
+        if limit is not None and seen >= limit:
+            break
+        c = rest.corrupt(_to_device(batch, model.device), model.generator(3, i))
         out = rest.restore(c["x"], c["mask"], c["pixmask"])
-        if was_training:
-            self.train()
-        rows = {
-            "input": batch["image"],
-            "masked +\ndegraded": self.scaling.inverse(c["masked_input"]),
-            "output": self.scaling.inverse(out),
-            f"truth\n({self.settings['target']})": self.scaling.inverse(c["target"]),
-        }
-        n = batch["image"].shape[0]
-        fig, axes = plt.subplots(len(rows), n, figsize=(1.5 * n + 0.8, 1.5 * len(rows) + 0.4), squeeze=False)
-        for r, (label, images) in enumerate(rows.items()):
-            cube = images.detach().float().cpu().numpy()
-            for k in range(n):
-                ax = axes[r, k]
-                with np.errstate(invalid="ignore", divide="ignore"):  # all-black (masked) stamps
-                    ax.imshow(rgb(cube[k], self.bands), origin="lower")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if k == 0:
-                    ax.set_ylabel(label, fontsize=8)
-        if title:
-            fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        m = c["pixmask"].expand_as(out)
+        regions = {"all": torch.ones_like(m), "masked": m, "visible": 1 - m}
+        for region, w in regions.items():
+            counts[region] += float(w.sum())
+        for name, pred in (("model", out), ("identity", c["masked_input"]), ("zero", torch.zeros_like(out))):
+            err = (pred - c["target"]).abs()
+            for region, w in regions.items():
+                key = f"{region}/{name}"
+                sums[key] = sums.get(key, 0.0) + float((err * w).sum())
+        seen += out.shape[0]
+    if was_training:
+        model.train()
+    result = {"n_heldout": float(seen)}
+    for key, total in sums.items():
+        region, name = key.split("/")
+        suffix = "" if region == "all" else f"_{region}"
+        result[f"heldout/l1{suffix}" + ("" if name == "model" else f"_{name}")] = total / max(counts[region], 1.0)
+    return result
+
+
+@torch.no_grad()
+def sample_grid(model: Any, batch: Mapping[str, Any], path: Path, title: str = "") -> Path:
+    """PNG, one column per object; rows: input / masked + degraded input / output / truth (Lupton RGB)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from galframe.report import rgb
+
+    was_training = model.training
+    model.eval()
+    batch = _to_device(batch, model.device)
+    rest = restoration(model)
+    c = rest.corrupt(batch, model.generator(4, 0))
+    out = rest.restore(c["x"], c["mask"], c["pixmask"])
+    if was_training:
+        model.train()
+    rows = {
+        "input": batch["image"],
+        "masked +\ndegraded": model.scaling.inverse(c["masked_input"]),
+        "output": model.scaling.inverse(out),
+        f"truth\n({rest.settings['target']})": model.scaling.inverse(c["target"]),
+    }
+    n = batch["image"].shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.5 * n + 0.8, 1.5 * len(rows) + 0.4), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        cube = images.detach().float().cpu().numpy()
+        for k in range(n):
+            ax = axes[r, k]
+            with np.errstate(invalid="ignore", divide="ignore"):  # all-black (masked) stamps
+                ax.imshow(rgb(cube[k], model.bands), origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k == 0:
+                ax.set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 class SampleGrid(pl.Callback):
@@ -321,14 +238,14 @@ class SampleGrid(pl.Callback):
         self.batch, self.run_dir, self.every = batch, Path(run_dir), int(every)
         self.written: list[Path] = []
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: "LVMPretrainer") -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
         if self.every <= 0 or (trainer.current_epoch + 1) % self.every or trainer.sanity_checking:
             return
         path = self.run_dir / "samples" / f"epoch_{trainer.current_epoch + 1:03d}.png"
         title = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
-        self.written.append(pl_module.sample_grid(self.batch, path, title))
+        self.written.append(sample_grid(pl_module, self.batch, path, title))
         log_image(trainer.logger, path, trainer.global_step)
 
 
@@ -355,14 +272,14 @@ class KnnMonitor(pl.Callback):
         return cls(torch.utils.data.Subset(ds, range(n)), labels, every, int(cfg.get("k", 20)))
 
     @torch.no_grad()
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: "LVMPretrainer") -> None:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or (trainer.current_epoch + 1) % self.every:
             return
         from torch.utils.data import DataLoader
 
         from galframe.data.datamodule import collate
 
-        net = pl_module.export_backbone()
+        net = export_backbone(pl_module)
         was = net.training
         net.eval()
         feats = []
@@ -412,20 +329,6 @@ def print_table(metrics: Mapping[str, float], target: str) -> None:
     Console().print(table)
 
 
-def pretrain_config(cfg: Mapping[str, Any], info: DataInfo) -> dict:
-    from galframe.model import data_info_dict
-
-    return {
-        "data_info": data_info_dict(info),
-        "backbone": cfg["backbone"],
-        "optimizer": cfg["optimizer"],
-        "pretrain": cfg.get("pretrain") or {},
-        "augment": cfg["data"].get("augment") or {},
-        "scaling": cfg["data"].get("scaling") or {"name": "asinh"},
-        "seed": int(cfg.get("seed", 0)),
-    }
-
-
 def _command_line() -> Optional[str]:
     """``galframe pretrain <overrides>`` as the user typed it (under Hydra), for the weights' sidecar."""
     try:
@@ -445,54 +348,31 @@ def _machine() -> str:
     return f"CPU, {os.cpu_count()} cores ({platform.machine()})"
 
 
-def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ()) -> dict:
-    """Pretrain one composition (``conf/pretrain.yaml``); returns the held-out metrics (also in ``metrics.json``)."""
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+def _build(cfg: dict, settings: Mapping[str, Any], resuming: bool, progress: Any) -> tuple[Any, Any]:
+    """(GalaxyModel with the pretext objectives and no task, datamodule reading what they need), by galframe.build."""
+    from galframe.build import build
 
-    from galframe.data.datamodule import GalaxyDataModule
-    from galframe.train import _quiet_known_warnings, build_logger, find_resume_checkpoint, progress_callbacks, to_dict
-
-    _quiet_known_warnings()
-    import warnings
-
-    # a resumed run writes its checkpoints into its own run directory, as intended
-    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
-    from galframe import distributed
-
-    started = time.perf_counter()
-    command = _command_line()
-    cfg = to_dict(cfg)
-    run_dir = Path(distributed.rank_run_dir(run_dir) or run_dir or cfg.get("run_dir") or Path.cwd()).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
-    settings = pretrain_settings(cfg.get("pretrain"))
-    if settings["zoo_name"] and settings["reuse"] and not cfg.get("resume"):
-        from galframe_lvm.weights import zoo_entries
-
-        entry = zoo_entries().get(str(settings["zoo_name"]))
-        if entry is not None:
-            print(f"Reusing the zoo's weights '{entry['name']}' ({entry['_root']}/{entry['file']}); nothing to pretrain.")
-            return {}
-
-    trainer_cfg = dict(cfg["trainer"])
-    progress = trainer_cfg.pop("progress_bar", "rich")
-    requires = objective_requires(settings)
-    dm = GalaxyDataModule(cfg["data"], requires=requires, progress=bool(progress))
     try:
-        info = dm.info()
+        return build(training_config(cfg, settings), resuming=resuming, progress=bool(progress))
     except DataError as exc:
-        if requires and "clean" in str(exc):
+        if objective_requires(settings) and "clean" in str(exc):
             raise DataError(f"{exc} To pretrain on data without clean images (real data) set pretrain.target=input.") from None
         raise
-    model = LVMPretrainer(pretrain_config(cfg, info))
 
-    ckpt_path = None
-    if cfg.get("resume"):
-        runs = Path(cfg.get("paths", {}).get("runs", "runs")).resolve()
-        found = find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="pretrain")
-        ckpt_path = str(found) if found else None
-        if ckpt_path:
-            print(f"Resuming from {ckpt_path}")
+
+def _heldout_split(dm: Any, settings: Mapping[str, Any]) -> str:
+    split = settings["heldout_split"]
+    if len(dm.splits.get(split, [])) == 0:
+        split = "val" if len(dm.splits.get("val", [])) else "train"
+    return split
+
+
+def _callbacks(model: Any, dm: Any, settings: Mapping[str, Any], run_dir: Path, logger: Any, progress: Any,
+               trainer_cfg: Mapping[str, Any], samples: Mapping[str, Any]) -> tuple[Any, Optional[KnnMonitor], list]:
+    """(the checkpoint callback, the kNN monitor or None, every callback of the run)."""
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from galframe.train import progress_callbacks
 
     has_val = len(dm.splits.get("val", [])) > 0 and trainer_cfg.get("limit_val_batches", 1) != 0
     every_steps = settings["checkpoint_every_n_steps"]
@@ -500,33 +380,110 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
         dirpath=str(run_dir / "checkpoints"),
         filename="best",
         # a best checkpoint only where the validation loss is the whole objective (restoration alone)
-        monitor="val/loss" if has_val and not every_steps and list(model.objectives) == ["restore"] else None,
+        monitor="val/loss" if has_val and not every_steps and list(model.pretexts) == ["restore"] else None,
         mode="min",
         save_last=True,
         save_top_k=1,
         every_n_train_steps=int(every_steps) if every_steps else None,
     )
-    heldout_split = settings["heldout_split"]
-    if len(dm.splits.get(heldout_split, [])) == 0:
-        heldout_split = "val" if len(dm.splits.get("val", [])) else "train"
-    samples = _collate_first(dm.dataset(heldout_split), int(settings["n_samples"]))
-    grid = SampleGrid(samples, run_dir, int(settings["sample_every_n_epochs"] or 0))
-    logger = build_logger(cfg, run_dir)
-    cbs: list[Any] = [checkpoint, *callbacks]
-    if model.restoration is not None:
-        cbs.append(grid)
+    cbs: list[Any] = [checkpoint]
+    if restoration(model) is not None:
+        cbs.append(SampleGrid(samples, run_dir, int(settings["sample_every_n_epochs"] or 0)))
     knn = KnnMonitor.for_data(dm, settings["knn"])
     if knn is not None:
         cbs.append(knn)
     if logger:
         cbs.append(LearningRateMonitor(logging_interval="step"))
-    cbs += progress_callbacks(progress)
+    return checkpoint, knn, cbs + progress_callbacks(progress)
+
+
+def _export(model: Any, cfg: dict, settings: Mapping[str, Any], run_dir: Path, metrics: Mapping[str, float],
+            step: int, provenance: Mapping[str, Any]) -> Optional[Path]:
+    """Write the exported backbone's weights and sidecar (and register them in the zoo with ``zoo_name``)."""
+    export = export_backbone(model)
+    if not hasattr(export, "save_weights"):
+        return None
+    weights = export.save_weights(
+        run_dir / "weights" / str(settings["weights_name"]),
+        scaling=cfg["data"].get("scaling"),
+        extra={
+            "pretrain": {
+                "objectives": {n: {"weight": w, **o} for n, (w, o) in objective_specs(settings).items()},
+                **({"target": settings["target"], "mask": settings["mask"]} if restoration(model) is not None else {}),
+                "global_step": int(step),
+                "data": cfg["data"].get("name"),
+                **provenance,
+                "heldout": {k: v for k, v in metrics.items() if k.startswith("heldout/")},
+            }
+        },
+    )
+    print(f"Weights: {weights} (use them with backbone.weights={weights})")
+    if settings["zoo_name"]:
+        from galframe_lvm.weights import add_to_zoo
+
+        held = metrics.get("heldout/l1")
+        add_to_zoo(weights, str(settings["zoo_name"]), f"galframe pretrain {cfg['backbone'].get('plugin')} "
+                   f"({'+'.join(model.pretexts)}) on {cfg['data'].get('name')}, {step} steps"
+                   + (f", held-out L1 {held}" if held is not None else ""))
+        print(f"Registered in the local zoo as '{settings['zoo_name']}' (backbone.weights={settings['zoo_name']})")
+    return weights
+
+
+def _reused(settings: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
+    """``zoo_name`` + ``reuse``: the zoo already has the weights, nothing to pretrain."""
+    if not (settings["zoo_name"] and settings["reuse"] and not cfg.get("resume")):
+        return False
+    from galframe_lvm.weights import zoo_entries
+
+    entry = zoo_entries().get(str(settings["zoo_name"]))
+    if entry is not None:
+        print(f"Reusing the zoo's weights '{entry['name']}' ({entry['_root']}/{entry['file']}); nothing to pretrain.")
+    return entry is not None
+
+
+def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ()) -> dict:
+    """Pretrain one composition (``pretrain.yaml``): galframe train's model and trainer with the pretext
+    objectives as the only losses.  Returns the held-out metrics (also in ``metrics.json``)."""
+    import warnings
+
+    from galframe import distributed
+    from galframe.build import to_dict
+    from galframe.checkpoints import find_resume_checkpoint
+    from galframe.train import build_logger, quiet_known_warnings
+
+    quiet_known_warnings()
+    # a resumed run writes its checkpoints into its own run directory, as intended
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    started = time.perf_counter()
+    command = _command_line()
+    cfg = to_dict(cfg)
+    run_dir = Path(distributed.rank_run_dir(run_dir) or run_dir or cfg.get("run_dir") or Path.cwd()).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
+    settings = pretrain_settings(cfg.get("pretrain"))
+    if _reused(settings, cfg):
+        return {}
+
+    trainer_cfg = dict(cfg["trainer"])
+    progress = trainer_cfg.pop("progress_bar", "rich")
+    ckpt_path = None
+    if cfg.get("resume"):
+        runs = Path(cfg.get("paths", {}).get("runs", "runs")).resolve()
+        found = find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="pretrain")
+        ckpt_path = str(found) if found else None
+        if ckpt_path:
+            print(f"Resuming from {ckpt_path}")
+    model, dm = _build(cfg, settings, bool(ckpt_path), progress)
+    heldout_split = _heldout_split(dm, settings)
+    samples = _collate_first(dm.dataset(heldout_split), int(settings["n_samples"]))
+    logger = build_logger(cfg, run_dir)
+    checkpoint, knn, cbs = _callbacks(model, dm, settings, run_dir, logger, progress, trainer_cfg, samples)
     # several processes: start the other local ranks (they run this command into the same run directory)
     distributed.launch(trainer_cfg, "pretrain", run_dir, [f"resume={distributed.quote(ckpt_path) if ckpt_path else 'null'}"])
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,
-        callbacks=cbs,
+        callbacks=[*cbs[:1], *callbacks, *cbs[1:]],
         enable_progress_bar=bool(progress),
         enable_model_summary=bool(progress),
         **distributed.trainer_kwargs(trainer_cfg),
@@ -538,48 +495,21 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
     model = distributed.whole_model(model, trainer, checkpoint.last_model_path or None)
 
     # held-out evaluation, final pictures and weights
-    limit = settings["heldout_max"]
-    if trainer_cfg.get("fast_dev_run"):
-        limit = 1
+    limit = 1 if trainer_cfg.get("fast_dev_run") else settings["heldout_max"]
     metrics: dict[str, float] = {}
-    if model.restoration is not None:
-        metrics = model.heldout_l1(dm._loader(heldout_split, train=False), None if limit is None else int(limit))
-        final = model.sample_grid(samples, run_dir / "samples.png", f"final, step {trainer.global_step}")
+    if restoration(model) is not None:
+        metrics = heldout_l1(model, dm._loader(heldout_split, train=False), None if limit is None else int(limit))
+        final = sample_grid(model, samples, run_dir / "samples.png", f"final, step {trainer.global_step}")
         log_image(trainer.logger, final, trainer.global_step)
     if knn is not None and knn.history:
         metrics["knn/accuracy"] = knn.history[-1]["accuracy"]
         (run_dir / "knn.json").write_text(json.dumps(knn.history, indent=2))
     metrics["global_step"] = float(trainer.global_step)
-    export = model.export_backbone()
-    weights = export.save_weights(
-        run_dir / "weights" / str(settings["weights_name"]),
-        scaling=cfg["data"].get("scaling"),
-        extra={
-            "pretrain": {
-                "objectives": {n: {"weight": w, **o} for n, (w, o) in objective_specs(settings).items()},
-                **({"target": settings["target"], "mask": settings["mask"]} if model.restoration is not None else {}),
-                "global_step": int(trainer.global_step),
-                "data": cfg["data"].get("name"),
-                "command": command,
-                "wall_time_s": round(time.perf_counter() - started, 1),
-                "machine": _machine(),
-                "heldout": {k: v for k, v in metrics.items() if k.startswith("heldout/")},
-            }
-        },
-    ) if hasattr(export, "save_weights") else None
+    provenance = {"command": command, "wall_time_s": round(time.perf_counter() - started, 1), "machine": _machine()}
+    _export(model, cfg, settings, run_dir, metrics, trainer.global_step, provenance)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    if model.restoration is not None:
+    if restoration(model) is not None:
         print_table(metrics, settings["target"])
-    if weights is not None:
-        print(f"Weights: {weights} (use them with backbone.weights={weights})")
-        if settings["zoo_name"]:
-            from galframe_lvm.weights import add_to_zoo
-
-            held = metrics.get("heldout/l1")
-            add_to_zoo(weights, str(settings["zoo_name"]), f"galframe pretrain {cfg['backbone'].get('plugin')} "
-                       f"({'+'.join(model.objectives)}) on {cfg['data'].get('name')}, {trainer.global_step} steps"
-                       + (f", held-out L1 {held}" if held is not None else ""))
-            print(f"Registered in the local zoo as '{settings['zoo_name']}' (backbone.weights={settings['zoo_name']})")
     if trainer.logger and hasattr(trainer.logger, "experiment") and (cfg.get("logger") or {}).get("name") == "wandb":
         import wandb
 

@@ -65,6 +65,7 @@ def test_wheel_ships_configs_and_searchpath_plugin(example_site):
     assert (conf / "__init__.py").is_file()
     assert (conf / "backbone" / "tiny_cnn.yaml").is_file()
     assert (conf / "task" / "color.yaml").is_file()
+    assert (conf / "reader" / "npy.yaml").is_file()
     plugin_dir = example_site / "hydra_plugins" / "galframe_example_searchpath"
     assert (plugin_dir / "galframe_example_searchpath.py").is_file()
     # hydra_plugins is a namespace package: an __init__.py would hide every other Hydra plugin
@@ -82,7 +83,37 @@ def test_plugins_lists_the_example(plugin_env):
             rows[(cells[0], cells[1])] = cells
     assert rows[("backbone", "tiny_cnn")][2:] == ["galframe_example.backbone:TinyCNN", "galframe-example-plugin", "0.1.0"]
     assert rows[("task", "color")][2:] == ["galframe_example.task:ColorTask", "galframe-example-plugin", "0.1.0"]
+    assert rows[("reader", "npy")][2:] == ["galframe_example.reader:NpyReader", "galframe-example-plugin", "0.1.0"]
     assert ("backbone", "timm") in rows and ("task", "classify") in rows  # first-party plugins still there
+
+
+def test_the_plugins_own_tests_pass_with_galframe_testing(plugin_env, tmp_path):
+    """The example's tests (examples/galframe-example-plugin/tests) call galframe.testing on the installed plugin."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=600, env={**os.environ, **plugin_env},
+    )
+    _ok(proc)
+    assert "4 passed" in proc.stdout
+
+
+def test_ingest_with_the_example_reader(plugin_env, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    cube = np.random.default_rng(1).normal(1.0, 0.1, size=(6, 3, 40, 40)).astype(np.float32)
+    cube[4] = np.nan  # rejected, listed in rejects.csv
+    np.save(tmp_path / "cube.npy", cube)
+    out = tmp_path / "ingested"
+    proc = galframe_cli("ingest", "data=npy", f"data.path={tmp_path / 'cube.npy'}", "data.shard_size=4", "image_size=32",
+                        f"out={out}", "progress=false", env=plugin_env)
+    _ok(proc)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n"] == 5 and manifest["bands"] == ["g", "r", "z"] and manifest["image_size"] == 32
+    catalog = pd.read_parquet(out / "catalog.parquet")
+    assert catalog["source_id"].astype(str).tolist() == ["0", "1", "2", "3", "5"]
+    rejects = pd.read_csv(out / "rejects.csv")
+    assert rejects["id"].astype(str).tolist() == ["4"] and rejects["reason"].tolist() == ["no finite pixel"]
 
 
 def test_unknown_backbone_without_the_plugin(runs_dir):

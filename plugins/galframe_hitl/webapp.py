@@ -322,38 +322,63 @@ def create_app(
     max_body: int = MAX_BODY,
 ) -> Any:
     """The ASGI app.  ``dataset`` defaults to the one the store was made for."""
-    from fastapi import FastAPI, Path as PathParam, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, PlainTextResponse, Response
+    from fastapi import FastAPI
     from fastapi.staticfiles import StaticFiles
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     store_path = Path(store)
     if not store_path.is_file():
         raise DataError(f"{store_path}: label store not found.")
     db = LabelStore(store_path)
     root = dataset or db.get_meta("dataset")
-    stamps: Optional[StampReader] = None
-    if root and Path(str(root)).is_dir():
-        stamps = StampReader(root)
-    token = token or None
-    loopback = is_loopback(host)
-
-    class SafeJSON(Response):
-        media_type = "application/json"
-
-        def render(self, content: Any) -> bytes:
-            return json_bytes(content)
-
-    def error(status: int, detail: str, headers: Optional[dict] = None) -> Response:
-        return SafeJSON({"detail": detail}, status_code=status, headers=headers)
-
+    stamps = StampReader(root) if root and Path(str(root)).is_dir() else None
     app = FastAPI(title="galframe labeling", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
-                  default_response_class=SafeJSON)
+                  default_response_class=_safe_json())
     app.state.store = db
     app.state.unexpected = 0  # requests that reached the catch-all (a bug, logged); tests expect none
+    page = _Page(app, db, stamps, token or None, is_loopback(host))
+    _add_guard(page)
+    _add_error_handlers(page)
+    _add_session_routes(page)
+    _add_round_routes(page)
+    _add_answer_routes(page)
+    _add_export_routes(page)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(BodyCheck, limit=max_body)
+    return app
 
-    def credentials(request: Request) -> list[str]:
+
+_SAFE_JSON: list = []
+
+
+def _safe_json() -> type:
+    """The JSON response class of every reply (:func:`json_bytes`: always encodes), made on first use."""
+    if not _SAFE_JSON:
+        from fastapi.responses import Response
+
+        class SafeJSON(Response):
+            media_type = "application/json"
+
+            def render(self, content: Any) -> bytes:
+                return json_bytes(content)
+
+        _SAFE_JSON.append(SafeJSON)
+    return _SAFE_JSON[0]
+
+
+@dataclass
+class _Page:
+    """What the page's handlers share: the app, the store, the stamps and who may come in."""
+
+    app: Any
+    db: LabelStore
+    stamps: Optional[StampReader]
+    token: Optional[str]
+    loopback: bool
+
+    def error(self, status: int, detail: str, headers: Optional[dict] = None) -> Any:
+        return _safe_json()({"detail": detail}, status_code=status, headers=headers)
+
+    def credentials(self, request: Any) -> list[str]:
         auth = request.headers.get("authorization", "")
         given = [
             auth[7:].strip() if auth.lower().startswith("bearer ") else "",
@@ -363,34 +388,75 @@ def create_app(
         ]
         return [g for g in given if g and len(g) <= 200]
 
-    def shared_ok(given: list[str]) -> bool:
+    def shared_ok(self, given: list[str]) -> bool:
+        token = self.token
         return token is not None and any(hmac.compare_digest(g.encode("utf-8", "replace"), token.encode()) for g in given)
 
-    def identify(request: Request) -> tuple[Who, bool]:
+    def identify(self, request: Any) -> tuple[Who, bool]:
         """(who sent it, whether it may pass the gate)."""
-        given = credentials(request)
-        if not db.has_labelers():
-            return Who(None, "single"), token is None or shared_ok(given)
+        given = self.credentials(request)
+        if not self.db.has_labelers():
+            return Who(None, "single"), self.token is None or self.shared_ok(given)
         for g in given:
-            found = db.authenticate(g)
+            found = self.db.authenticate(g)
             if found is not None:
                 return Who(*found), True
-        return Who(None, "none"), token is None or shared_ok(given)
+        return Who(None, "none"), self.token is None or self.shared_ok(given)
 
-    public = ("/api/login", "/api/logout", "/api/me")
+    def unexpected(self, request: Any, exc: Exception) -> Any:
+        if isinstance(exc, sqlite3.OperationalError):  # the store is locked or busy: nothing was written
+            return self.error(503, f"the label store is busy ({short(str(exc), 60)}); nothing was written, retry.",
+                              {"Retry-After": "1"})
+        self.app.state.unexpected += 1
+        log.error("refused %s %s after an unexpected %s", request.method, request.url.path, type(exc).__name__,
+                  exc_info=exc)
+        return self.error(400, f"request refused: unexpected {type(exc).__name__} while handling it; nothing was written.")
+
+    @staticmethod
+    def who_of(request: Any) -> Who:
+        return request.state.who
+
+    def actor(self, request: Any, named: Optional[str]) -> str:
+        """The labeler an answer is attributed to: the signed-in one, or (single-user mode) the name sent."""
+        who = self.who_of(request)
+        if who.role == "single":
+            if named is None:
+                raise StoreError("labeler: a name is required (the page's labeler box).", 422)
+            return named
+        if named is not None and named != who.name:
+            raise StoreError(f"signed in as {who.name}: answers and undos are {who.name}'s; leave labeler out.", 403)
+        return str(who.name)
+
+    def admin_only(self, request: Any, what: str) -> None:
+        if not self.who_of(request).admin:
+            raise StoreError(f"{what} is for admins; {self.who_of(request).name} is a labeler.", 403)
+
+    def current_round(self) -> Optional[int]:
+        rnd = self.db.open_round()
+        return rnd if rnd is not None else self.db.latest_round()
+
+
+PUBLIC = ("/api/login", "/api/logout", "/api/me")
+
+
+def _add_guard(page: _Page) -> None:
+    """The gate every request passes: host (DNS rebinding), token or labeler, same-origin POSTs, safe headers."""
+    from fastapi import Request
+
+    app, db, error = page.app, page.db, page.error
 
     @app.middleware("http")
     async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
         try:
-            if loopback:
+            if page.loopback:
                 name = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
                 if name and not is_loopback(name):
                     return error(403, f"host {short(name)} refused: this page serves 127.0.0.1 only.")
             path = request.url.path
-            who, passes = identify(request)
-            if not passes and path not in public:
+            who, passes = page.identify(request)
+            if not passes and path not in PUBLIC:
                 return error(401, "a valid token is required (Authorization: Bearer <token> or ?token=).")
-            if who.role == "none" and path.startswith("/api/") and path not in public:
+            if who.role == "none" and path.startswith("/api/") and path not in PUBLIC:
                 return error(401, "sign in: open your labeler link (?token=...) or POST /api/login {\"token\": ...}.")
             if request.method not in ("GET", "HEAD"):
                 origin = request.headers.get("origin")
@@ -399,9 +465,9 @@ def create_app(
             request.state.who = who
             response = await call_next(request)
         except Exception as exc:  # the catch-all: a one-line 4xx, the connection stays open
-            return unexpected(request, exc)
+            return page.unexpected(request, exc)
         given = request.query_params.get("token")
-        if given and path == "/" and (shared_ok([given]) or db.authenticate(given)):
+        if given and path == "/" and (page.shared_ok([given]) or db.authenticate(given)):
             response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="strict")
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -409,14 +475,14 @@ def create_app(
                                     "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'")
         return response
 
-    def unexpected(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, sqlite3.OperationalError):  # the store is locked or busy: nothing was written
-            return error(503, f"the label store is busy ({short(str(exc), 60)}); nothing was written, retry.",
-                         {"Retry-After": "1"})
-        app.state.unexpected += 1
-        log.error("refused %s %s after an unexpected %s", request.method, request.url.path, type(exc).__name__,
-                  exc_info=exc)
-        return error(400, f"request refused: unexpected {type(exc).__name__} while handling it; nothing was written.")
+
+def _add_error_handlers(page: _Page) -> None:
+    """Store errors, invalid requests and HTTP errors as one-line JSON replies."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    app, error = page.app, page.error
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError):  # type: ignore[no-untyped-def]
@@ -431,29 +497,13 @@ def create_app(
         return error(exc.status_code, short(exc.detail, 200) if not isinstance(exc.detail, str) else exc.detail[:200],
                      getattr(exc, "headers", None))
 
-    def who_of(request: Request) -> Who:
-        return request.state.who
 
-    def actor(request: Request, named: Optional[str]) -> str:
-        """The labeler an answer is attributed to: the signed-in one, or (single-user mode) the name sent."""
-        who = who_of(request)
-        if who.role == "single":
-            if named is None:
-                raise StoreError("labeler: a name is required (the page's labeler box).", 422)
-            return named
-        if named is not None and named != who.name:
-            raise StoreError(f"signed in as {who.name}: answers and undos are {who.name}'s; leave labeler out.", 403)
-        return str(who.name)
+def _add_session_routes(page: _Page) -> None:
+    """The page itself, who is signed in, sign in and out."""
+    from fastapi import Request
+    from fastapi.responses import FileResponse
 
-    def admin_only(request: Request, what: str) -> None:
-        if not who_of(request).admin:
-            raise StoreError(f"{what} is for admins; {who_of(request).name} is a labeler.", 403)
-
-    def current_round() -> Optional[int]:
-        rnd = db.open_round()
-        return rnd if rnd is not None else db.latest_round()
-
-    ObjectId = Annotated[int, PathParam(ge=INT64_MIN, le=INT64_MAX)]
+    app, db, safe_json = page.app, page.db, _safe_json()
 
     @app.get("/", include_in_schema=False)
     def index() -> Any:
@@ -462,7 +512,7 @@ def create_app(
     @app.get("/api/me")
     def me(request: Request) -> Any:
         """Who the page is signed in as (``mode``: single-user or team)."""
-        who = who_of(request)
+        who = page.who_of(request)
         return {"mode": "single" if who.role == "single" else "team", "labeler": who.name,
                 "role": None if who.role in ("none", "single") else who.role}
 
@@ -471,20 +521,35 @@ def create_app(
         found = db.authenticate(body.token)
         if found is None:
             raise StoreError("unknown or revoked token.", 401)
-        response = SafeJSON({"labeler": found[0], "role": found[1]})
+        response = safe_json({"labeler": found[0], "role": found[1]})
         response.set_cookie(TOKEN_COOKIE, body.token, httponly=True, samesite="strict")
         return response
 
     @app.post("/api/logout")
     def logout() -> Any:
-        response = SafeJSON({"ok": True})
+        response = safe_json({"ok": True})
         response.delete_cookie(TOKEN_COOKIE)
         return response
 
+
+def _object_id() -> Any:
+    from fastapi import Path as PathParam
+
+    return Annotated[int, PathParam(ge=INT64_MIN, le=INT64_MAX)]
+
+
+def _add_round_routes(page: _Page) -> None:
+    """The round's queue, one queued object and its stamp."""
+    from fastapi import Query, Request
+    from fastapi.responses import Response
+
+    app, db = page.app, page.db
+    ObjectId = _object_id()
+
     @app.get("/api/state")
     def state(request: Request) -> Any:
-        who = who_of(request)
-        rnd = current_round()
+        who = page.who_of(request)
+        rnd = page.current_round()
         info = db.round_info(rnd) if rnd is not None else None
         queue = db.queue(rnd) if rnd is not None else []
         mine = db.opinions_of(who.name, [q["id"] for q in queue]) if who.name else {}
@@ -495,7 +560,7 @@ def create_app(
             "model_version": info["model_version"] if info else None,
             "acquisition": info["acquisition"] if info else None,
             "classes": db.classes,
-            "bands": stamps.bands if stamps else [],
+            "bands": page.stamps.bands if page.stamps else [],
             "progress": {"done": done, "total": len(queue)},
             "n_labels": db.n_labels(),
             "queue": [{**{k: q[k] for k in ("id", "position", "answer", "labeler")}, "mine": mine.get(q["id"])}
@@ -512,31 +577,38 @@ def create_app(
         info["neighbours"] = [{"id": int(n), "label": a.label if a is not None else None}
                               for n, a in zip(info.get("neighbours", []), near)]
         current = db.in_force(object_id)
-        who = who_of(request)
+        who = page.who_of(request)
         return {**item, "info": info,
                 "answer": None if current is None else (current.label if current.action == "label" else "skip"),
                 "mine": db.opinions_of(who.name, [object_id]).get(object_id) if who.name else None}
 
     @app.get("/api/stamp/{object_id}.png")
     def stamp(object_id: ObjectId, band: Annotated[str, Query(max_length=16)] = "rgb") -> Any:
-        if stamps is None:
+        if page.stamps is None:
             raise StoreError("no dataset to draw stamps from (the store's dataset directory is missing).", 404)
-        return Response(stamps.png(object_id, band), media_type="image/png")
+        return Response(page.stamps.png(object_id, band), media_type="image/png")
+
+
+def _add_answer_routes(page: _Page) -> None:
+    """Answers, undos and a labeler's history."""
+    from fastapi import Query, Request
+
+    app, db = page.app, page.db
 
     @app.post("/api/answer")
     def answer(request: Request, body: AnswerIn) -> Any:
         if body.skip == (body.label is not None):
             raise StoreError("send either a label or skip=true.", 422)
-        saved = db.answer(body.id, None if body.skip else body.label, actor(request, body.labeler), skip=body.skip,
+        saved = db.answer(body.id, None if body.skip else body.label, page.actor(request, body.labeler), skip=body.skip,
                           request_id=body.request_id)
         done, total = db.progress(saved.round) if saved.round is not None else (0, 0)
         return {"saved": saved.__dict__, "progress": {"done": done, "total": total}}
 
     @app.post("/api/undo")
     def undo(request: Request, body: UndoIn) -> Any:
-        who = who_of(request)
+        who = page.who_of(request)
         if who.role == "single":
-            name = actor(request, body.labeler)
+            name = page.actor(request, body.labeler)
             undone = db.undo(name, request_id=body.request_id, event_id=body.event_id)
         elif who.admin:
             undone = db.undo(str(who.name), request_id=body.request_id, owner=body.labeler, event_id=body.event_id)
@@ -550,7 +622,7 @@ def create_app(
     @app.get("/api/history")
     def history(request: Request, labeler: Annotated[Optional[str], Query(max_length=64)] = None,
                 limit: Annotated[int, Query(ge=1, le=INT64_MAX)] = 50) -> Any:
-        who = who_of(request)
+        who = page.who_of(request)
         if not who.admin:
             if labeler not in (None, who.name):
                 raise StoreError(f"{who.name} may read only their own history.", 403)
@@ -558,25 +630,29 @@ def create_app(
         events = [a.__dict__ for a in db.history(labeler)]
         return {"events": events[-min(limit, 1000):]}
 
+
+def _add_export_routes(page: _Page) -> None:
+    """The admins' CSV exports, and health."""
+    from fastapi import Request
+    from fastapi.responses import PlainTextResponse
+
+    app, db = page.app, page.db
+
     @app.get("/api/labels.csv")
     def labels_csv(request: Request, aggregate: Literal["latest", "majority", "dawid_skene"] = "latest") -> Any:
         """One label per galaxy: the latest answer not undone, or every labeler's answers combined."""
-        admin_only(request, "the export")
+        page.admin_only(request, "the export")
         return PlainTextResponse(csv_text(db.exported(aggregate)), media_type="text/csv")
 
     @app.get("/api/answers.csv")
     def answers_csv(request: Request) -> Any:
         """Every labeler's answer in force per galaxy (several rows per galaxy with several labelers)."""
-        admin_only(request, "the export")
+        page.admin_only(request, "the export")
         return PlainTextResponse(csv_text(db.opinions()), media_type="text/csv")
 
     @app.get("/healthz")
     def health() -> Any:
         return {"ok": True, "events": db.count_events()}
-
-    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    app.add_middleware(BodyCheck, limit=max_body)
-    return app
 
 
 def csv_text(answers: Any) -> str:

@@ -1,6 +1,6 @@
 """Throughput of the LVM sizes: masked-reconstruction pretraining steps and encoder inference.
 
-Builds each size from its conf/backbone/lvm_*.yaml, feeds synthetic (B, 3, H, W) batches
+Builds each size from its plugins/galframe_lvm/conf/backbone/lvm_*.yaml, feeds synthetic (B, 3, H, W) batches
 and times full training steps (SimMIM token mask, encoder + decoder, L1 loss, AdamW) and
 encoder-only forward passes.  Needs only torch, timm and PyYAML, so it also runs on a GPU
 machine without galframe's other dependencies:

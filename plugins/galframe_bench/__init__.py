@@ -1,6 +1,6 @@
 """galframe bench: the reference comparisons, reproducible with one command.
 
-Suites (``galframe bench <suite> --profile small|full``; ``conf/bench.yaml`` holds the profiles):
+Suites (``galframe bench <suite> --profile small|full``; ``galframe_bench/conf/bench.yaml`` holds the profiles):
 
 * ``fewshot``: macro and rare-class AUC against labels for ResNet18 from scratch, the pretrained LVM with
   the classify task (linear probe and fine-tuned) and the probe grown by HITL acquisition

@@ -37,7 +37,7 @@ def run(cfg: Any, run_dir: Any) -> dict:
     suite, profile = str(c.get("suite", "all")), str(c.get("profile", "small"))
     profiles = c.get("profiles") or {}
     if profile not in profiles:
-        raise ConfigError(f"profile={profile} is not one of {sorted(profiles)} (conf/bench.yaml: profiles).")
+        raise ConfigError(f"profile={profile} is not one of {sorted(profiles)} (galframe_bench/conf/bench.yaml: profiles).")
     if suite != "all" and suite not in SUITES:
         from galframe.errors import closest
 

@@ -1,7 +1,7 @@
 """Detection and instance segmentation: an mmdet two-stage detector (Mask R-CNN by default) on any
 galframe backbone, trained by galframe's Lightning loop.
 
-The detector is built from the mmdet model config in the task config (``conf/task/detect.yaml``):
+The detector is built from the mmdet model config in the task config (``galframe_mmdet/conf/task/detect.yaml``):
 its ``backbone`` is replaced by ``GalframeBackbone``, which receives the shared backbone's feature
 maps, and ``auto`` entries (neck input channels, anchor and RoI strides, number of classes) are
 filled from the galframe backbone and the data.  Another mmdet two-stage detector config (Cascade
@@ -52,7 +52,7 @@ def build_detector_config(model: Mapping[str, Any], feature_channels: Sequence[i
     cfg = copy.deepcopy(_plain(model))
     for key in ("neck", "rpn_head", "roi_head"):
         if key not in cfg:
-            raise ConfigError(f"tasks.detect.model has no '{key}': give a two-stage mmdet detector config (see conf/task/detect.yaml).")
+            raise ConfigError(f"tasks.detect.model has no '{key}': give a two-stage mmdet detector config (see galframe_mmdet/conf/task/detect.yaml).")
     cfg["backbone"] = {"type": "GalframeBackbone"}
     neck = cfg["neck"]
     num_outs = int(neck.get("num_outs", 5))

@@ -157,3 +157,24 @@ def test_suites_compose_inside_the_running_bench_command(tiny_fields) -> None:
         assert classical_compose(["data.n=123"])["data"]["n"] == 123
         assert GlobalHydra.instance().is_initialized()
     GlobalHydra.instance().clear()
+
+
+def test_detect_suite_trains_and_loads_through_the_python_api(tiny_dataset, tmp_path, monkeypatch, capsys) -> None:
+    """bench detect trains in this process (galframe.build + galframe.train), not through the CLI in a subprocess."""
+    import subprocess
+
+    from galframe_bench import detect
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise AssertionError(f"bench detect started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    run_dir = tmp_path / "resnet18"
+    overrides = [f"data.path={tiny_dataset}", "data.n_labeled=null", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                 "trainer.limit_val_batches=1", "trainer.progress_bar=false", "data.batch_size=8"]
+    metrics = detect.train("baseline_resnet18", run_dir, overrides)
+    assert 0.0 <= metrics["test/classify/auroc"] <= 1.0 and metrics["wall_seconds"] is not None
+    assert (run_dir / "csv" / "metrics.csv").is_file()  # logger=csv, as the suite asks
+    assert list(detect.load_model(run_dir).tasks) == ["classify"]
+    assert detect.train("baseline_resnet18", run_dir, overrides) == metrics  # a finished run is reused
+    assert "done already" in capsys.readouterr().out

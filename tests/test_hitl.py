@@ -28,16 +28,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 def compose_hitl(*overrides: str) -> dict:
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    from galframe.build import compose, to_dict
 
-    from galframe.cli import normalise_overrides
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = compose("hitl", overrides=normalise_overrides(list(overrides)))
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return to_dict(compose("hitl", overrides, fresh=True))
 
 
 def train_split(dataset: Path):

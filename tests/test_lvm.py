@@ -33,12 +33,9 @@ def build(size: str = "lvm_tiny", bands=BANDS, **overrides):
 
 
 def compose_pretrain(*overrides: str):
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from galframe.build import compose
 
-    GlobalHydra.instance().clear()
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        return compose("pretrain", overrides=list(overrides))
+    return compose("pretrain", overrides, fresh=True)
 
 
 # -- architecture ------------------------------------------------------------------

@@ -58,9 +58,9 @@ RL_ITERS = (2, 5, 10, 20, 40)
 
 
 def compose(overrides: list[str]) -> dict:
-    from galframe_bench.fewshot import compose as compose_train
+    from galframe.build import compose_dict
 
-    return compose_train(overrides)
+    return compose_dict("train", overrides)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -219,8 +219,8 @@ def restore_classical(method: str, image: np.ndarray, psfs: list[np.ndarray], si
 # -------------------------------------------------------------------------------------------------
 def galframe_model(task: str, run_dir: Optional[str], args: argparse.Namespace, runs_root: Path) -> tuple[Any, Path, float]:
     """(GalaxyModel, run dir, training seconds): trained here unless ``run_dir`` is given."""
-    from galframe.model import GalaxyModel
-    from galframe.train import checkpoint_file, run
+    from galframe.checkpoints import checkpoint_file, model_from_checkpoint
+    from galframe.train import run
 
     seconds = 0.0
     if run_dir is None:
@@ -238,9 +238,7 @@ def galframe_model(task: str, run_dir: Optional[str], args: argparse.Namespace, 
         seconds = time.time() - start
     else:
         path = Path(run_dir)
-    model = GalaxyModel.load_from_checkpoint(str(checkpoint_file(str(path))), map_location="cpu", weights_only=False)
-    model.eval()
-    return model, path, seconds
+    return model_from_checkpoint(checkpoint_file(path)), path, seconds
 
 
 @torch.no_grad()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,25 +21,28 @@ from typing import Optional, Sequence
 import numpy as np
 
 
-
-def galframe(*args: str) -> None:
-    cmd = [sys.executable, "-m", "galframe.cli", *args]
-    print("$ galframe " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True)
-
-
 def ensure_pretrained() -> None:
     """The LVM weights the experiment names (made once, as `make demo` does)."""
-    galframe("pretrain", "data.n=6000", "trainer.max_epochs=3", "pretrain.zoo_name=lvm_tiny-demo", "pretrain.reuse=true",
-             "logger=none")
+    from galframe.build import compose
+    from galframe.train import pretrain
+
+    overrides = ["data.n=6000", "trainer.max_epochs=3", "pretrain.zoo_name=lvm_tiny-demo", "pretrain.reuse=true", "logger=none"]
+    print("galframe pretrain " + " ".join(overrides), flush=True)
+    cfg = compose("pretrain", overrides)
+    pretrain(cfg, Path(cfg.paths.runs) / "pretrain" / time.strftime("%Y-%m-%d_%H-%M-%S"))
 
 
 def train(experiment: str, run_dir: Path, overrides: list[str]) -> dict:
     if (run_dir / "metrics.json").is_file():
         print(f"{run_dir}: done already, reusing its metrics")
     else:
+        from galframe.build import compose
+        from galframe.train import run
+
+        args = [f"experiment={experiment}", "logger=csv", *overrides]
+        print(f"galframe train {' '.join(args)} (in {run_dir})", flush=True)
         start = time.perf_counter()
-        galframe("train", f"experiment={experiment}", f"hydra.run.dir={run_dir}", "logger=csv", *overrides)
+        run(compose("train", args), run_dir=run_dir)
         (run_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["wall_seconds"] = float((run_dir / "wall_seconds.txt").read_text()) if (run_dir / "wall_seconds.txt").is_file() else None
@@ -50,22 +52,17 @@ def train(experiment: str, run_dir: Path, overrides: list[str]) -> dict:
 
 
 def test_split(overrides: list[str]):
-    from galframe.data.datamodule import GalaxyDataModule
-    from galframe_bench.fewshot import compose
+    from galframe.build import build_datamodule, compose
 
-    cfg = compose(["experiment=detect_1000", *overrides])
-    dm = GalaxyDataModule(cfg["data"], requires=["instances"])
+    dm = build_datamodule(compose("train", ["experiment=detect_1000", *overrides]), progress=False)
     dm.prepare()
     return dm
 
 
 def load_model(run_dir: Path):
-    from galframe.model import GalaxyModel
-    from galframe.train import checkpoint_file
+    from galframe.checkpoints import checkpoint_file, model_from_checkpoint
 
-    model = GalaxyModel.load_from_checkpoint(str(checkpoint_file(str(run_dir))), map_location="cpu")
-    model.eval()
-    return model
+    return model_from_checkpoint(checkpoint_file(run_dir))
 
 
 def overlays(dm, models: dict, sep_options: dict, path: Path, n: int = 4) -> Path:

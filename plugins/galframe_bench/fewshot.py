@@ -46,19 +46,10 @@ LEVEL = 0.9
 
 
 def compose(overrides: Sequence[str], config_name: str = "train") -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    """A composed config as plain containers (:func:`galframe.build.compose_dict`)."""
+    from galframe.build import compose_dict
 
-    from galframe.cli import normalise_overrides
-
-    if GlobalHydra.instance().is_initialized():
-        cfg = hydra_compose(config_name, overrides=normalise_overrides(list(overrides)))
-    else:
-        with initialize_config_module("galframe.conf", version_base="1.3"):
-            cfg = hydra_compose(config_name, overrides=normalise_overrides(list(overrides)))
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return compose_dict(config_name, overrides)
 
 
 def crossing(budgets: Sequence[float], aucs: Sequence[float], level: float = LEVEL) -> Optional[float]:

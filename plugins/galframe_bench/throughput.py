@@ -39,15 +39,11 @@ def _model_ckpt(backbone: str, root: Path, path: Path) -> None:
     import pytorch_lightning as pl
     import torch
 
-    from galframe.data.datamodule import GalaxyDataModule
-    from galframe.model import GalaxyModel
-    from galframe.train import model_config
-    from galframe_bench.fewshot import compose
+    from galframe.build import build, compose
 
-    cfg = compose([f"data.path={root}", f"backbone={backbone}", "backbone.weights=null", "task=classify", "logger=none"])
-    info = GalaxyDataModule(cfg["data"], requires=["label"]).info()
     torch.manual_seed(0)
-    model = GalaxyModel(model_config(cfg, info))
+    model, _ = build(compose("train", [f"data.path={root}", f"backbone={backbone}", "backbone.weights=null", "task=classify",
+                                       "logger=none"]), progress=False)
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": pl.__version__,
                 "epoch": 0, "global_step": 0}, path)
 
@@ -74,7 +70,7 @@ def _one(kind: str, backbone: str, root: Path, ckpt: Path, batch: int, device: s
         from torch.utils.data import DataLoader
 
         from galframe.data.datamodule import GalaxyDataModule, collate
-        from galframe.predict import load_model
+        from galframe.checkpoints import load_model
         from galframe_bench.fewshot import compose
 
         model, _ = load_model(str(ckpt), device)
@@ -104,22 +100,11 @@ def _one(kind: str, backbone: str, root: Path, ckpt: Path, batch: int, device: s
 
 def _reader_cfg(cfg: dict) -> dict:
     """The predict config for the dataset reader, composed as ``galframe predict data=dataset`` does."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    from galframe.build import compose_dict
 
-    from galframe.readers import reader_overrides
-
-    overrides = reader_overrides(["data=dataset", f"data.path={cfg['data']['path']}", f"ckpt={cfg['ckpt']}", f"out={cfg['out']}"])
-    if GlobalHydra.instance().is_initialized():
-        composed = hydra_compose("predict", overrides=overrides)
-    else:
-        with initialize_config_module("galframe.conf", version_base="1.3"):
-            composed = hydra_compose("predict", overrides=overrides)
-    result = OmegaConf.to_container(composed, resolve=True)
-    result.update({k: v for k, v in cfg.items() if k != "data"})  # type: ignore[union-attr]
-    return result  # type: ignore[return-value]
+    result = compose_dict("predict", ["data=dataset", f"data.path={cfg['data']['path']}", f"ckpt={cfg['ckpt']}", f"out={cfg['out']}"])
+    result.update({k: v for k, v in cfg.items() if k != "data"})
+    return result
 
 
 def run(p: Mapping[str, Any], out: Path, device: str = "auto") -> dict:

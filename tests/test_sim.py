@@ -458,3 +458,36 @@ def test_half_light_radius_helper():
     img = galsim.Exponential(half_light_radius=1.0).drawImage(nx=256, ny=256, scale=0.05).array
     assert desi._hlr(img, 0.05, 127.5, 127.5, 1.0) == pytest.approx(1.0, rel=0.02)
     assert math.isnan(desi._hlr(img * 0.3, 0.05, 127.5, 127.5, 1.0))  # half the light is not there
+
+
+def test_a_generator_is_a_simulation_plugin(tmp_path, monkeypatch) -> None:
+    """``sim.generator`` names a registry plugin of kind simulation: the built-in ones, or one a package adds."""
+    import types
+
+    import numpy as np
+    import pandas as pd
+
+    from galframe import registry
+    from galframe.data.datamodule import read_manifest
+
+    assert {"desi", "fields", "galaxy10"} <= set(registry.names("simulation"))
+    assert registry.load("simulation", "desi") is desi
+
+    def toy_range(cfg, start, stop):
+        n, size = stop - start, cfg["image_size"]
+        images = np.full((n, len(cfg["bands"]), size, size), float(cfg["sim"]["level"]), dtype=np.float32)
+        return start, images, images.copy(), [{"class": 0, "class_name": "blob", "k": start + k} for k in range(n)]
+
+    toy = types.SimpleNamespace(resolve=lambda sim, bands: {"generator": "toy", "level": float(sim.get("level", 1.0)),
+                                                            "classes": ["blob"], "pixel_scale": 0.2, "zeropoint": 22.5},
+                                simulate_range=toy_range)
+    found = dict(registry._discover())
+    found[("simulation", "toy")] = registry.PluginInfo("simulation", "toy", "toy_plugin", "toy-dist", "0.1",
+                                                       types.SimpleNamespace(load=lambda: toy))
+    monkeypatch.setattr(registry, "_discover", lambda: found)
+    cfg = {"name": "toy", "n": 5, "seed": 0, "bands": ["r"], "image_size": 8, "sim": {"generator": "toy", "level": 2.5}}
+    out = simulate(cfg, tmp_path / "toy", workers=1, progress=False)
+    assert pd.read_parquet(out / CATALOG)["k"].tolist() == [0, 1, 2, 3, 4]
+    assert read_manifest(out)["config"]["sim"]["level"] == 2.5
+    with pytest.raises(ConfigError, match="Unknown simulation generator 'tyo'.*Did you mean 'toy'"):
+        resolve_config({**cfg, "sim": {"generator": "tyo"}})

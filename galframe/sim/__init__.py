@@ -3,6 +3,10 @@
 ``simulate(cfg, out_dir)`` draws ``cfg["n"]`` objects into a new dataset directory;
 ``cached_dataset(cfg)`` does so once per distinct configuration into the galframe cache.
 GalSim is imported only when drawing starts.
+
+``sim.generator`` names a plugin of kind ``simulation`` (entry point ``simulation.<name>``, a module or
+object with ``resolve(sim, bands)``, ``simulate_range(cfg, start, stop)`` and optionally
+``vote_schema(spec)``); galframe ships ``desi``, ``galaxy10`` and ``fields``.
 """
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ from galframe.errors import ConfigError, did_you_mean
 
 #: bump when the generator's output changes for the same config (invalidates cached datasets)
 SIM_VERSION = 2
-GENERATORS = ("desi", "fields", "galaxy10")
 
 __all__ = ["SIM_VERSION", "simulate", "cached_dataset", "cache_key", "resolve_config"]
 
@@ -72,13 +75,15 @@ def number_in(value: Any, what: str, lo: float, hi: float) -> float:
 
 
 def _generator(name: str) -> Any:
-    """The generator module ``galframe.sim.<name>``: it provides ``resolve(sim, bands)`` and
-    ``simulate_range(cfg, start, stop) -> (start, images, clean, rows)``."""
-    if name not in GENERATORS:
-        raise ConfigError(f"Unknown simulation generator '{name}' (sim.generator).{did_you_mean(name, GENERATORS)}")
-    import importlib
+    """The simulation generator registered as ``simulation.<name>`` (``galframe.sim.<name>`` for the built-in
+    ones): it provides ``resolve(sim, bands)``, ``simulate_range(cfg, start, stop) -> (start, images, clean,
+    rows)`` and optionally ``vote_schema(spec)``."""
+    from galframe import registry
 
-    return importlib.import_module(f"galframe.sim.{name}")
+    names = registry.names("simulation")
+    if name not in names:
+        raise ConfigError(f"Unknown simulation generator '{name}' (sim.generator).{did_you_mean(name, names)}")
+    return registry.load("simulation", name)
 
 
 def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:

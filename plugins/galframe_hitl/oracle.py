@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from galframe.api import Oracle
 from galframe.errors import ConfigError, DataError
 
 from galframe_hitl.serving import ServerThread, check_bind
@@ -28,20 +29,6 @@ class HitlData:
 
     root: Path
     classes: tuple[str, ...]
-
-
-class Oracle:
-    kind: ClassVar[str] = "oracle"
-    labeler: str = "oracle"
-
-    def start(self, store: LabelStore) -> None:
-        """Called once before the first question (a web oracle starts its server here)."""
-
-    def ask(self, store: LabelStore, rnd: int, items: Sequence[dict]) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Called once at the end, also after an error."""
 
 
 class CatalogOracle(Oracle):

@@ -79,7 +79,7 @@ class Loop:
     """One ``galframe hitl`` run: ``Loop(cfg, run_dir).run()``."""
 
     def __init__(self, cfg: dict, run_dir: Path) -> None:
-        from galframe.data.datamodule import GalaxyDataModule
+        from galframe.build import build_datamodule
 
         self._trained = 0
         self.cfg = cfg
@@ -120,7 +120,7 @@ class Loop:
         if cfg.get("resume"):
             raise ConfigError("resume= continues a killed training run; to continue a hitl loop use hitl.resume=<run dir>|last.")
         progress = (cfg.get("trainer") or {}).get("progress_bar", "rich")
-        self.dm = GalaxyDataModule(data, requires=["label"], progress=bool(progress))
+        self.dm = build_datamodule(cfg, progress=bool(progress))  # the data the selected tasks read, as train loads it
         self.dm.prepare()
         self.classes = tuple(self.dm.manifest.get("classes") or ())
         if not self.classes:
@@ -347,8 +347,8 @@ def _int(d: dict, key: str, minimum: int) -> int:
 def run(cfg: Any, run_dir: Any) -> float:
     """``galframe hitl``: the loop; returns the last round's held-out macro AUC (for sweeps)."""
     from galframe.build import to_dict
-    from galframe.train import _quiet_known_warnings
+    from galframe.train import quiet_known_warnings
 
-    _quiet_known_warnings()
+    quiet_known_warnings()
     last = Loop(to_dict(cfg), Path(run_dir)).run()
     return float(last.get("macro_auc") or 0.0)

@@ -397,7 +397,7 @@ def markdown(result: dict) -> str:
 
 
 # -------------------------------------------------------------------------------------------------
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regress-run", default=None, help="a galframe train run directory with a regress task (else trained here)")
     parser.add_argument("--restore-run", default=None, help="a galframe train run directory with a restore task (else trained here)")
@@ -414,103 +414,108 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/classical")
     parser.add_argument("--machine", default="a shared 2-core CPU", help="what to call this machine in the table")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the galframe runs and the data (e.g. data.n=6000)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, args.threads))
-    t_start = time.time()
+    return parser.parse_args(argv)
 
-    from galframe.data.datamodule import GalaxyDataModule
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs_root = Path(os.environ.get("GALFRAME_RUNS", "runs")) / "bench-classical" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    data_cfg = compose(list(args.overrides))["data"]
-    cols = ["clean", "half_light_radius", "axis_ratio", "sersic_n"]
-    dm = GalaxyDataModule(data_cfg, requires=cols, progress=True)
-    info = dm.info()
-    bands, scale = list(info.bands), float(info.pixel_scale)
-    beta = float((((dm.manifest.get("config") or {}).get("sim") or {}).get("psf") or {}).get("beta", 3.5))
-    rb = bands.index("r") if "r" in bands else 0
+class _Data:
+    """The benchmark's data: the datamodule, its bands and pixel scale, the PSF's beta, the held-out objects."""
 
-    def load(split: str, n: int) -> tuple[Any, dict]:
-        ds = dm.dataset(split)
+    COLS = ["clean", "half_light_radius", "axis_ratio", "sersic_n"]
+
+    def __init__(self, data_cfg: dict, n_eval: int) -> None:
+        from galframe.data.datamodule import GalaxyDataModule
+
+        self.dm = dm = GalaxyDataModule(data_cfg, requires=self.COLS, progress=True)
+        info = dm.info()
+        self.bands, self.scale = list(info.bands), float(info.pixel_scale)
+        self.beta = float((((dm.manifest.get("config") or {}).get("sim") or {}).get("psf") or {}).get("beta", 3.5))
+        self.rb = self.bands.index("r") if "r" in self.bands else 0
+        self.test_cat, self.test = self.load("test", n_eval)
+        self.n_eval = n_eval = len(self.test_cat)
+        print(f"data: {dm.root} ({len(dm.splits['train'])} train / {len(dm.splits['test'])} test); scoring {n_eval} held-out objects", flush=True)
+        self.images, self.clean = self.test["image"].numpy(), self.test["clean"].numpy()
+        self.sigmas = self.test_cat[[f"sky_sigma_{b}" for b in self.bands]].to_numpy(float)
+        self.fwhms = self.test_cat[[f"psf_fwhm_{b}" for b in self.bands]].to_numpy(float)
+        self.is_galaxy = (self.test_cat["class_name"] != "star").to_numpy() if "class_name" in self.test_cat else np.ones(n_eval, bool)
+
+    def load(self, split: str, n: int) -> tuple[Any, dict]:
+        ds = self.dm.dataset(split)
         n = min(n, len(ds))
         items = [ds[i] for i in range(n)]
-        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "clean", *cols[1:])}
+        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "clean", *self.COLS[1:])}
         batch["id"] = torch.tensor([it["id"] for it in items])
-        return dm.splits[split].iloc[:n].reset_index(drop=True), batch
+        return self.dm.splits[split].iloc[:n].reset_index(drop=True), batch
 
-    test_cat, test = load("test", args.n_eval)
-    n_eval = len(test_cat)
-    print(f"data: {dm.root} ({len(dm.splits['train'])} train / {len(dm.splits['test'])} test); scoring {n_eval} held-out objects", flush=True)
-    images, clean = test["image"].numpy(), test["clean"].numpy()
-    sigmas = test_cat[[f"sky_sigma_{b}" for b in bands]].to_numpy(float)
-    fwhms = test_cat[[f"psf_fwhm_{b}" for b in bands]].to_numpy(float)
-    is_galaxy = (test_cat["class_name"] != "star").to_numpy() if "class_name" in test_cat else np.ones(n_eval, bool)
 
-    # -- galframe models --------------------------------------------------------------------------
-    reg_model, reg_dir, reg_train_s = galframe_model("regress", args.regress_run, args, runs_root)
-    res_model, res_dir, res_train_s = galframe_model("restore", args.restore_run, args, runs_root)
-    for m in (reg_model, res_model):
-        m.check_bands(bands, "benchmark data")
-    reg_task = next(t for t in reg_model.tasks.values() if type(t).__name__ == "RegressTask")
-    res_name, res_task = next((n, t) for n, t in res_model.tasks.items() if type(t).__name__ == "RestoreTask")
-    missing = [p for p in REGRESS_PARAMS if p not in reg_task.params]
-    if missing:
-        raise SystemExit(f"{reg_dir}: its regress task does not predict {missing}.")
+def _log10(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, float)
+    return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
 
-    # -- shapes ------------------------------------------------------------------------------------
-    truth_t = reg_task.truth(test)
-    truth = {p: truth_t[p].numpy().astype(float) for p in REGRESS_PARAMS}
-    t0 = time.time()
-    outs = galframe_outputs(reg_model, test["image"])
-    reg_out = {k: torch.cat([o[k] for o in outs[reg_task.name]]) for k in ("mean", "log_sigma")}
-    phys = reg_task.physical(reg_out)
-    gf_s = (time.time() - t0) / n_eval
-    est: dict[str, dict[str, np.ndarray]] = {"galframe regress": {p: phys[p][0].numpy().astype(float) for p in REGRESS_PARAMS}}
-    gf_sigma = {p: phys[p][1].numpy().astype(float) for p in REGRESS_PARAMS}
+
+def _classical_shapes(d: _Data) -> tuple[Any, float, float]:
+    """HSM moments and Sersic fits of every held-out object: (per-object table, HSM seconds, fit seconds)."""
+    import pandas as pd
 
     print("HSM and Sersic fits ...", flush=True)
     per_object: list[dict] = []
     t_hsm = t_fit = 0.0
-    for i in range(n_eval):
-        psf = moffat(fwhms[i, rb], beta, scale, 32)
+    rb, scale, beta = d.rb, d.scale, d.beta
+    for i in range(d.n_eval):
+        psf = moffat(d.fwhms[i, rb], beta, scale, 32)
         t0 = time.time()
-        h = hsm_shape(images[i, rb], psf, sigmas[i, rb], scale)
+        h = hsm_shape(d.images[i, rb], psf, d.sigmas[i, rb], scale)
         t_hsm += time.time() - t0
         t0 = time.time()
-        f = sersic_fit(images[i, rb], sigmas[i, rb], moffat(fwhms[i, rb], beta, scale / 2, 31, pixel=False), scale, h) if is_galaxy[i] else {}
+        f = sersic_fit(d.images[i, rb], d.sigmas[i, rb], moffat(d.fwhms[i, rb], beta, scale / 2, 31, pixel=False), scale, h) if d.is_galaxy[i] else {}
         t_fit += time.time() - t0
-        per_object.append({"id": int(test["id"][i]), **h, **f})
+        per_object.append({"id": int(d.test["id"][i]), **h, **f})
         if (i + 1) % 100 == 0:
-            print(f"  {i + 1}/{n_eval} ({t_hsm:.0f} s HSM, {t_fit:.0f} s Sersic)", flush=True)
-    import pandas as pd
-
+            print(f"  {i + 1}/{d.n_eval} ({t_hsm:.0f} s HSM, {t_fit:.0f} s Sersic)", flush=True)
     po = pd.DataFrame(per_object)
     for c in ("sersic_n", "sersic_q", "sersic_hlr"):
         if c not in po:
             po[c] = math.nan
+    return po, t_hsm, t_fit
 
-    def log10(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, float)
-        return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
 
-    est["HSM"] = {"log_half_light_radius": log10(po["hsm_hlr"]), "axis_ratio": po["hsm_q"].to_numpy(float),
-                  "sersic_n": np.full(n_eval, np.nan)}
-    # HSM's Gaussian-equivalent radius calibrated on training objects: log10 hlr = a + b log10 hlr_HSM
-    train_cat, train = load("train", args.n_calib)
+def _hsm_calibration(d: _Data, reg_task: Any, n_calib: int) -> tuple[float, float, int]:
+    """HSM's Gaussian-equivalent radius calibrated on training objects: (slope, intercept, n) of
+    log10 hlr = intercept + slope log10 hlr_HSM."""
+    rb, bands = d.rb, d.bands
+    train_cat, train = d.load("train", n_calib)
     x_cal, y_cal = [], []
     train_truth = reg_task.truth(train)["log_half_light_radius"].numpy()
     for i in range(len(train_cat)):
         if not np.isfinite(train_truth[i]):
             continue
         fw, sg = float(train_cat[f"psf_fwhm_{bands[rb]}"][i]), float(train_cat[f"sky_sigma_{bands[rb]}"][i])
-        h = hsm_shape(train["image"][i, rb].numpy(), moffat(fw, beta, scale, 32), sg, scale)
+        h = hsm_shape(train["image"][i, rb].numpy(), moffat(fw, d.beta, d.scale, 32), sg, d.scale)
         if np.isfinite(h["hsm_hlr"]) and h["hsm_hlr"] > 0:
             x_cal.append(math.log10(h["hsm_hlr"]))
             y_cal.append(float(train_truth[i]))
     slope, intercept = np.polyfit(np.array(x_cal), np.array(y_cal), 1)
+    return slope, intercept, len(x_cal)
+
+
+def _regress_bench(d: _Data, reg_task: Any, reg_model: Any, n_calib: int, out: Path) -> tuple[dict, Any, float, float]:
+    """Shapes: galframe regress against HSM (raw and calibrated) and Sersic fits on the same galaxies:
+    (the result, the per-object table, HSM seconds, fit seconds)."""
+    n_eval, is_galaxy = d.n_eval, d.is_galaxy
+    truth_t = reg_task.truth(d.test)
+    truth = {p: truth_t[p].numpy().astype(float) for p in REGRESS_PARAMS}
+    t0 = time.time()
+    outs = galframe_outputs(reg_model, d.test["image"])
+    reg_out = {k: torch.cat([o[k] for o in outs[reg_task.name]]) for k in ("mean", "log_sigma")}
+    phys = reg_task.physical(reg_out)
+    gf_s = (time.time() - t0) / n_eval
+    est: dict[str, dict[str, np.ndarray]] = {"galframe regress": {p: phys[p][0].numpy().astype(float) for p in REGRESS_PARAMS}}
+    gf_sigma = {p: phys[p][1].numpy().astype(float) for p in REGRESS_PARAMS}
+    po, t_hsm, t_fit = _classical_shapes(d)
+    est["HSM"] = {"log_half_light_radius": _log10(po["hsm_hlr"]), "axis_ratio": po["hsm_q"].to_numpy(float),
+                  "sersic_n": np.full(n_eval, np.nan)}
+    slope, intercept, n_cal = _hsm_calibration(d, reg_task, n_calib)
     est["HSM, calibrated"] = {**est["HSM"], "log_half_light_radius": intercept + slope * est["HSM"]["log_half_light_radius"]}
-    est["Sersic fit"] = {"log_half_light_radius": log10(po["sersic_hlr"]), "axis_ratio": po["sersic_q"].to_numpy(float),
+    est["Sersic fit"] = {"log_half_light_radius": _log10(po["sersic_hlr"]), "axis_ratio": po["sersic_q"].to_numpy(float),
                          "sersic_n": po["sersic_n"].to_numpy(float)}
     for p in REGRESS_PARAMS:
         po[f"true_{p}"] = truth[p]
@@ -526,7 +531,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seconds = {"galframe regress": gf_s, "HSM": t_hsm / n_eval, "HSM, calibrated": t_hsm / n_eval,
                "Sersic fit": (t_hsm + t_fit) / max(int(is_galaxy.sum()), 1)}
     regress_result: dict[str, Any] = {"n_common": int(common.sum()), "outlier_thresholds": OUTLIER,
-                                      "hsm_calibration": {"slope": float(slope), "intercept": float(intercept), "n": len(x_cal)},
+                                      "hsm_calibration": {"slope": float(slope), "intercept": float(intercept), "n": n_cal},
                                       "methods": {}}
     defined = is_galaxy & np.all([np.isfinite(truth[p]) for p in REGRESS_PARAMS], axis=0)
     for m, e in est.items():
@@ -540,16 +545,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     scatter_png({p: truth[p][common] for p in REGRESS_PARAMS},
                 {m: {p: e[p][common] for p in REGRESS_PARAMS} for m, e in est.items() if m != "HSM"},
                 out / "regress_scatter.png")
+    return regress_result, po, t_hsm, t_fit
 
-    # -- restoration ---------------------------------------------------------------------------------
-    print("restoration ...", flush=True)
-    psfs = [[moffat(fwhms[i, b], beta, scale, 25) for b in range(len(bands))] for i in range(n_eval)]
-    clean_t = test["clean"].float()
-    restored: dict[str, np.ndarray] = {}
-    rest_s: dict[str, float] = {}
+
+def _rl_iterations(d: _Data, res_task: Any, n_tune: int) -> dict[str, int]:
+    """Richardson-Lucy iterations of each RL method: the best PSNR on validation objects."""
+    bands, beta, scale = d.bands, d.beta, d.scale
     iters: dict[str, int] = {}
-    # RL iterations: best PSNR on validation objects
-    val_cat, val = load("val", args.n_tune)
+    val_cat, val = d.load("val", n_tune)
     v_sig = val_cat[[f"sky_sigma_{b}" for b in bands]].to_numpy(float)
     v_psf = [[moffat(float(val_cat[f"psf_fwhm_{b}"][i]), beta, scale, 25) for b in bands] for i in range(len(val_cat))]
     for method in ("rl", "wavelet+rl"):
@@ -561,9 +564,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if best is None or psnr > best[1]:
                 best = (n_iter, psnr)
         iters[method] = best[0]
+    return iters
+
+
+def _restore_bench(d: _Data, res_model: Any, res_name: str, res_task: Any, n_tune: int, out: Path) -> dict:
+    """Restoration: wavelet denoising, Richardson-Lucy (and both) against galframe restore."""
+    print("restoration ...", flush=True)
+    n_eval, images, test = d.n_eval, d.images, d.test
+    psfs = [[moffat(d.fwhms[i, b], d.beta, d.scale, 25) for b in range(len(d.bands))] for i in range(n_eval)]
+    clean_t = test["clean"].float()
+    restored: dict[str, np.ndarray] = {}
+    rest_s: dict[str, float] = {}
+    iters = _rl_iterations(d, res_task, n_tune)
     for method in ("wavelet", "rl", "wavelet+rl"):
         t0 = time.time()
-        restored[method] = np.stack([restore_classical(method, images[i], psfs[i], sigmas[i], iters.get(method, 0)) for i in range(n_eval)])
+        restored[method] = np.stack([restore_classical(method, images[i], psfs[i], d.sigmas[i], iters.get(method, 0)) for i in range(n_eval)])
         rest_s[method] = (time.time() - t0) / n_eval
     t0 = time.time()
     outs = galframe_outputs(res_model, test["image"])
@@ -581,17 +596,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         }
     picks = [int(i) for i in np.linspace(0, n_eval - 1, 5).astype(int)]
     rows = [(int(test["id"][i]), [images[i], restored["wavelet"][i], restored["rl"][i], restored["wavelet+rl"][i],
-                                  restored["galframe restore"][i], clean[i]]) for i in picks]
+                                  restored["galframe restore"][i], d.clean[i]]) for i in picks]
     examples_png(rows, ["input", "wavelet", f"RL ({iters['rl']})", f"wavelet+RL ({iters['wavelet+rl']})", "galframe", "truth"],
-                 bands, out / "restore_examples.png")
+                 d.bands, out / "restore_examples.png")
+    return restore_result
 
-    # -- write ------------------------------------------------------------------------------------------
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    t_start = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_root = Path(os.environ.get("GALFRAME_RUNS", "runs")) / "bench-classical" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    data_cfg = compose(list(args.overrides))["data"]
+    d = _Data(data_cfg, args.n_eval)
+
+    reg_model, reg_dir, reg_train_s = galframe_model("regress", args.regress_run, args, runs_root)
+    res_model, res_dir, res_train_s = galframe_model("restore", args.restore_run, args, runs_root)
+    for m in (reg_model, res_model):
+        m.check_bands(d.bands, "benchmark data")
+    reg_task = next(t for t in reg_model.tasks.values() if type(t).__name__ == "RegressTask")
+    res_name, res_task = next((n, t) for n, t in res_model.tasks.items() if type(t).__name__ == "RestoreTask")
+    missing = [p for p in REGRESS_PARAMS if p not in reg_task.params]
+    if missing:
+        raise SystemExit(f"{reg_dir}: its regress task does not predict {missing}.")
+
+    regress_result, po, t_hsm, t_fit = _regress_bench(d, reg_task, reg_model, args.n_calib, out)
+    restore_result = _restore_bench(d, res_model, res_name, res_task, args.n_tune, out)
     result = {
-        "settings": {"n_eval": n_eval, "data_n": data_cfg.get("n"), "data_seed": data_cfg.get("seed"), "backbone": args.backbone,
+        "settings": {"n_eval": d.n_eval, "data_n": data_cfg.get("n"), "data_seed": data_cfg.get("seed"), "backbone": args.backbone,
                      "n_labeled": args.n_labeled, "regress_epochs": args.regress_epochs, "restore_epochs": args.restore_epochs, "seed": args.seed, "overrides": args.overrides,
-                     "regress_run": str(reg_dir), "restore_run": str(res_dir), "psf_beta": beta, "threads": args.threads,
+                     "regress_run": str(reg_dir), "restore_run": str(res_dir), "psf_beta": d.beta, "threads": args.threads,
                      "weights": next((o.split("=", 1)[1] for o in args.overrides if o.startswith("backbone.weights=")), "random init"),
-                     "machine": args.machine, "eval_ids": [int(i) for i in test["id"]]},
+                     "machine": args.machine, "eval_ids": [int(i) for i in d.test["id"]]},
         "regress": regress_result,
         "restore": restore_result,
         "timing": {"train_regress_s": reg_train_s, "train_restore_s": res_train_s, "hsm_s": t_hsm, "sersic_s": t_fit,

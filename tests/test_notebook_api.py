@@ -118,3 +118,17 @@ def test_clear_errors(example) -> None:
         example["model"].embed(np.zeros((2, 4, 64, 64)))
     with pytest.raises(DataError, match="no column 'nope'"):
         galframe.finetune(example["model"], example["survey"], label_col="nope")
+
+
+def test_finetune_on_another_label_column_as_a_linear_probe(example, tmp_path) -> None:
+    """label_col names any catalog column of class names (here class_name); mode=frozen trains the head only."""
+    import galframe
+
+    model = example["model"]
+    before = {k: v.clone() for k, v in model.encoder.backbone.state_dict().items()}
+    probe = galframe.finetune(model, example["survey"], label_col="class_name", n_labeled=24, epochs=1, mode="frozen",
+                              run_dir=tmp_path / "probe")
+    assert probe.metrics["n_train"] == 24 and probe.checkpoint.parents[1] == tmp_path / "probe"
+    after = probe.encoder.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # frozen: the backbone is the one it started from
+    assert not (tmp_path / "probe" / "start_backbone.ckpt").exists()

@@ -241,11 +241,13 @@ def galframe_model(task: str, run_dir: Optional[str], args: argparse.Namespace, 
     return model_from_checkpoint(checkpoint_file(path)), path, seconds
 
 
-@torch.no_grad()
 def galframe_outputs(model: Any, images: torch.Tensor, batch: int = 64) -> dict[str, list]:
+    """Every task's outputs, batch by batch, through the model pass galframe predict uses."""
+    from galframe.inference import outputs
+
     outs: dict[str, list] = {}
     for i in range(0, len(images), batch):
-        for name, out in model(images[i : i + batch]).items():
+        for name, out in outputs(model, images[i : i + batch]).items():
             outs.setdefault(name, []).append(out)
     return outs
 

@@ -41,10 +41,25 @@ def test_first_party_tasks_keep_the_contract():
     check_task(registry.load("task", "votes"), batch={"votes": torch.tensor([[3.0, 1.0], [0.0, 4.0]])}, data=votes_info)
 
 
-def test_first_party_readers_keep_the_contract(tiny_dataset):
+def test_first_party_readers_keep_the_contract(tiny_dataset, tmp_path):
+    import h5py
+    from astropy.io import fits
+
     stamps = check_reader(registry.load("reader", "dataset"), bands=("g", "r", "z"), size=64, max_shards=1,
                           path=str(tiny_dataset), shard_size=8)
     assert len(stamps) == 8 and all(s.flux.shape == (3, 64, 64) for s in stamps)
+    cube = np.random.default_rng(0).normal(1.0, 0.1, size=(5, 3, 40, 40)).astype(np.float32)
+    for k in range(3):
+        header = fits.Header({"BANDS": "g,r,z", "BUNIT": "nanomaggy"})
+        fits.PrimaryHDU(cube[k], header).writeto(tmp_path / f"obj{k}.fits")
+    fits_stamps = check_reader(registry.load("reader", "fits"), bands=("g", "r", "z"), size=32, path=str(tmp_path),
+                               shard_size=2)
+    assert sorted(s.id for s in fits_stamps) == ["obj0", "obj1", "obj2"]
+    with h5py.File(tmp_path / "ssl.h5", "w") as h5:
+        h5.create_dataset("images", data=cube).attrs["bands"] = "grz"
+        h5["inds"] = np.arange(5)
+    assert len(check_reader(registry.load("reader", "hdf5"), bands=("g", "r", "z"), size=32,
+                            path=str(tmp_path / "ssl.h5"), shard_size=2)) == 5
 
 
 # -- the checks fail clearly -------------------------------------------------------------------------

@@ -305,10 +305,9 @@ def run(cfg: Any, run_dir: Any = None) -> dict:
     """``galframe predict``: composes the model, the reader and the predictor from a config; with
     ``trainer.devices`` x ``trainer.num_nodes`` > 1, one rank of several (see the module docstring)."""
     from galframe import distributed
-    from galframe.readers import build_reader
-    from galframe.train import _quiet_known_warnings, to_dict
+    from galframe.train import quiet_known_warnings, to_dict
 
-    _quiet_known_warnings()
+    quiet_known_warnings()
     cfg = to_dict(cfg)
     if cfg.get("out") in (None, "", "???"):
         raise ConfigError("out is not set: give the catalog to write (out=catalog.parquet or out=catalog.fits).")
@@ -326,23 +325,7 @@ def run(cfg: Any, run_dir: Any = None) -> dict:
             device = rank_device(cfg.get("device"), trainer_cfg, ranks["local_rank"], ranks["world_size"])
         else:
             device = pick_device(cfg.get("device", "auto"))
-        model, ckpt = load_model(cfg.get("ckpt"), device)
-        reader, core = build_reader(cfg["data"])
-        st = ckpt.stat()
-        identity = {"ckpt": str(ckpt.resolve()), "ckpt_stat": [st.st_size, st.st_mtime_ns], "data": cfg["data"]}
-        predictor = Predictor(
-            model, reader, core, cfg["out"],
-            batch_size=int(cfg.get("batch_size", 64)),
-            strict=bool(cfg.get("strict", False)),
-            overwrite=bool(cfg.get("overwrite", False)),
-            progress=bool(cfg.get("progress", True)),
-            columns=cfg.get("columns", "all"),
-            rejects=cfg.get("rejects"),
-            identity=identity,
-            keep_parts=bool(cfg.get("keep_parts", False)),
-            num_workers=workers,
-            log=print if rank == 0 else (lambda s: None),
-        )
+        predictor = _predictor(cfg, device, workers, rank)
         try:
             summary = predictor.run()
         except GalframeError as exc:
@@ -353,13 +336,41 @@ def run(cfg: Any, run_dir: Any = None) -> dict:
     finally:
         distributed.leave(ranks, failed=failed)
     if rank == 0:
-        line = f"Wrote {summary['rows']} rows to {summary['out']}"
-        line += f"; {summary['rejects']} rejected, listed in {summary['rejects_file']}"
-        if summary.get("skipped_shards"):
-            line += f"; {summary['skipped_shards']} shard(s) were already done"
-        if "detections" in summary:
-            line += f"; {summary['detections']} detections in {summary['detections_file']}"
-        if summary.get("world_size", 1) > 1:
-            line += f"; {summary['world_size']} processes"
-        print(line + ".")
+        print(summary_line(summary))
     return summary
+
+
+def _predictor(cfg: Mapping[str, Any], device: str, workers: int, rank: int) -> Predictor:
+    """The model (on ``device``), the reader and the predictor a predict config describes."""
+    from galframe.readers import build_reader
+
+    model, ckpt = load_model(cfg.get("ckpt"), device)
+    reader, core = build_reader(cfg["data"])
+    st = ckpt.stat()
+    identity = {"ckpt": str(ckpt.resolve()), "ckpt_stat": [st.st_size, st.st_mtime_ns], "data": cfg["data"]}
+    return Predictor(
+        model, reader, core, cfg["out"],
+        batch_size=int(cfg.get("batch_size", 64)),
+        strict=bool(cfg.get("strict", False)),
+        overwrite=bool(cfg.get("overwrite", False)),
+        progress=bool(cfg.get("progress", True)),
+        columns=cfg.get("columns", "all"),
+        rejects=cfg.get("rejects"),
+        identity=identity,
+        keep_parts=bool(cfg.get("keep_parts", False)),
+        num_workers=workers,
+        log=print if rank == 0 else (lambda s: None),
+    )
+
+
+def summary_line(summary: Mapping[str, Any]) -> str:
+    """The line ``galframe predict`` ends with: rows, rejects, shards already done, detections, processes."""
+    line = f"Wrote {summary['rows']} rows to {summary['out']}"
+    line += f"; {summary['rejects']} rejected, listed in {summary['rejects_file']}"
+    if summary.get("skipped_shards"):
+        line += f"; {summary['skipped_shards']} shard(s) were already done"
+    if "detections" in summary:
+        line += f"; {summary['detections']} detections in {summary['detections_file']}"
+    if summary.get("world_size", 1) > 1:
+        line += f"; {summary['world_size']} processes"
+    return line + "."

@@ -159,7 +159,6 @@ def _twin(galsim: Any, img: np.ndarray, scale: float, gsp: Any) -> Any:
 
 def _draw_params(rng: np.random.Generator, pop: int, spec: Mapping[str, Any], host: bool = False) -> dict[str, Any]:
     """Physical parameters of a galaxy of population ``pop`` (broad, overlapping distributions)."""
-    feat = spec["features"]
     p: dict[str, Any] = {
         "pa": float(rng.uniform(0.0, 180.0)),
         "bar_strength": 0.0,
@@ -181,45 +180,63 @@ def _draw_params(rng: np.random.Generator, pop: int, spec: Mapping[str, Any], ho
         p["host"] = base
         return p
     if pop in (ROUND, IN_BETWEEN, CIGAR):
-        p["family"] = "spheroid"
-        p["sersic_n"] = float(rng.uniform(2.5, 5.5))
-        centre, sd = {ROUND: (0.87, 0.08), IN_BETWEEN: (0.6, 0.11), CIGAR: (0.3, 0.07)}[pop]
-        p["q_spheroid"] = float(np.clip(rng.normal(centre, sd), 0.18, 1.0))
-        p["bt"] = 1.0 if rng.random() < 0.5 else float(rng.uniform(0.6, 1.0))
-        # a faint disk shares the spheroid's orientation and flattening
-        p["cos_i"] = float(np.clip(p["q_spheroid"] * rng.uniform(0.8, 1.0), 0.12, 1.0))
-        if p["bt"] < 1.0 and rng.random() < 0.3:
-            p["arm_contrast"] = float(rng.uniform(0.0, 0.18))
-            p["pitch_angle"] = float(rng.uniform(7.0, 20.0))
+        _spheroid_params(rng, pop, p)
     else:
-        p["family"] = "disk"
-        p["sersic_n"] = float(rng.uniform(1.0, 4.0))
-        if pop in (EDGE_NO_BULGE, EDGE_BULGE):
-            incl = float(rng.uniform(70.0, 90.0))
-            p["bt"] = float(rng.uniform(0.0, 0.12)) if pop == EDGE_NO_BULGE else float(rng.uniform(0.05, 0.45))
-            p["h_over_r"] = float(rng.uniform(0.06, 0.13))
-            if rng.random() < 0.3:
-                p["bar_strength"] = float(rng.uniform(0.0, 1.0))
-            if rng.random() < 0.7:
-                p["arm_contrast"] = float(rng.uniform(*feat["arm_contrast"]))
-                p["pitch_angle"] = float(rng.uniform(7.0, 35.0))
-        else:
-            incl = float(math.degrees(math.acos(rng.uniform(math.cos(math.radians(72.0 if not host else 90.0)), 1.0))))
-            p["bt"] = {
-                BARRED: lambda: rng.uniform(0.03, 0.4),
-                TIGHT: lambda: rng.uniform(0.05, 0.5),
-                LOOSE: lambda: rng.uniform(0.0, 0.3),
-            }[pop]()
-            p["bt"] = float(p["bt"])
+        _disk_params(rng, pop, spec, host, p)
+    _structure_params(rng, p)
+    p["host"] = pop
+    return p
+
+
+def _spheroid_params(rng: np.random.Generator, pop: int, p: dict[str, Any]) -> None:
+    """A spheroid's index and flattening (round, in-between or cigar-shaped), sometimes with a faint disk."""
+    p["family"] = "spheroid"
+    p["sersic_n"] = float(rng.uniform(2.5, 5.5))
+    centre, sd = {ROUND: (0.87, 0.08), IN_BETWEEN: (0.6, 0.11), CIGAR: (0.3, 0.07)}[pop]
+    p["q_spheroid"] = float(np.clip(rng.normal(centre, sd), 0.18, 1.0))
+    p["bt"] = 1.0 if rng.random() < 0.5 else float(rng.uniform(0.6, 1.0))
+    # a faint disk shares the spheroid's orientation and flattening
+    p["cos_i"] = float(np.clip(p["q_spheroid"] * rng.uniform(0.8, 1.0), 0.12, 1.0))
+    if p["bt"] < 1.0 and rng.random() < 0.3:
+        p["arm_contrast"] = float(rng.uniform(0.0, 0.18))
+        p["pitch_angle"] = float(rng.uniform(7.0, 20.0))
+
+
+def _disk_params(rng: np.random.Generator, pop: int, spec: Mapping[str, Any], host: bool, p: dict[str, Any]) -> None:
+    """A disk galaxy's bulge, inclination, bar and arms (edge-on, barred, tight or loose spiral)."""
+    feat = spec["features"]
+    p["family"] = "disk"
+    p["sersic_n"] = float(rng.uniform(1.0, 4.0))
+    if pop in (EDGE_NO_BULGE, EDGE_BULGE):
+        incl = float(rng.uniform(70.0, 90.0))
+        p["bt"] = float(rng.uniform(0.0, 0.12)) if pop == EDGE_NO_BULGE else float(rng.uniform(0.05, 0.45))
+        p["h_over_r"] = float(rng.uniform(0.06, 0.13))
+        if rng.random() < 0.3:
+            p["bar_strength"] = float(rng.uniform(0.0, 1.0))
+        if rng.random() < 0.7:
             p["arm_contrast"] = float(rng.uniform(*feat["arm_contrast"]))
-            p["pitch_angle"] = float(
-                {BARRED: lambda: rng.uniform(8.0, 35.0), TIGHT: lambda: rng.uniform(6.0, 22.0), LOOSE: lambda: rng.uniform(16.0, 36.0)}[pop]()
-            )
-            if pop == BARRED:
-                p["bar_strength"] = float(rng.uniform(0.25, 1.0))
-            elif rng.random() < 0.4:
-                p["bar_strength"] = float(rng.uniform(0.0, 0.4))
-        p["cos_i"] = float(math.cos(math.radians(incl)))
+            p["pitch_angle"] = float(rng.uniform(7.0, 35.0))
+    else:
+        incl = float(math.degrees(math.acos(rng.uniform(math.cos(math.radians(72.0 if not host else 90.0)), 1.0))))
+        p["bt"] = {
+            BARRED: lambda: rng.uniform(0.03, 0.4),
+            TIGHT: lambda: rng.uniform(0.05, 0.5),
+            LOOSE: lambda: rng.uniform(0.0, 0.3),
+        }[pop]()
+        p["bt"] = float(p["bt"])
+        p["arm_contrast"] = float(rng.uniform(*feat["arm_contrast"]))
+        p["pitch_angle"] = float(
+            {BARRED: lambda: rng.uniform(8.0, 35.0), TIGHT: lambda: rng.uniform(6.0, 22.0), LOOSE: lambda: rng.uniform(16.0, 36.0)}[pop]()
+        )
+        if pop == BARRED:
+            p["bar_strength"] = float(rng.uniform(0.25, 1.0))
+        elif rng.random() < 0.4:
+            p["bar_strength"] = float(rng.uniform(0.0, 0.4))
+    p["cos_i"] = float(math.cos(math.radians(incl)))
+
+
+def _structure_params(rng: np.random.Generator, p: dict[str, Any]) -> None:
+    """Arm count, bulge and bar geometry, arm shape and chirality (drawn for every galaxy, used where present)."""
     if p["arm_contrast"] > 0:
         p["n_arms"] = int(rng.choice([1, 2, 3, 4, 5], p=[0.04, 0.6, 0.2, 0.12, 0.04]))
     p["bulge_frac_h"] = float(rng.uniform(0.12, 0.3))  # bulge hlr / disk hlr
@@ -231,8 +248,6 @@ def _draw_params(rng: np.random.Generator, pop: int, spec: Mapping[str, Any], ho
     p["arm_sharpness"] = float(rng.uniform(1.5, 5.0))
     p["arm_phase"] = float(rng.uniform(0.0, 2.0 * math.pi))
     p["chirality"] = 1.0 if rng.random() < 0.5 else -1.0
-    p["host"] = pop
-    return p
 
 
 def _galaxy(ctx: Any, h: float, p: dict[str, Any], spec: Mapping[str, Any], group: Optional[str] = None) -> list[Comp]:

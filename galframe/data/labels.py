@@ -13,6 +13,19 @@ import numpy as np
 from galframe.errors import DataError
 
 
+def read_table(file: Path, name: str, what: str, key: str) -> Any:
+    """A CSV or Parquet table as a DataFrame; a missing or unreadable file is a one-line DataError naming
+    ``name`` / ``what`` and the config ``key`` that points at it."""
+    import pandas as pd
+
+    if not file.is_file():
+        raise DataError(f"{file}: {name} not found ({key}).")
+    try:
+        return pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
+    except Exception as exc:
+        raise DataError(f"{file}: cannot read {what} ({type(exc).__name__}: {exc})") from exc
+
+
 def read_labels(spec: Any, classes: Sequence[str]) -> Any:
     """Labels people gave (``data.labels``): a CSV/Parquet file or a mapping, to a frame of ``id`` and class index."""
     import pandas as pd
@@ -23,12 +36,7 @@ def read_labels(spec: Any, classes: Sequence[str]) -> Any:
     else:
         file = Path(str(spec)).expanduser()
         where = str(file)
-        if not file.is_file():
-            raise DataError(f"{file}: labels file not found (data.labels).")
-        try:
-            frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
-        except Exception as exc:
-            raise DataError(f"{file}: cannot read the labels ({type(exc).__name__}: {exc})") from exc
+        frame = read_table(file, "labels file", "the labels", "data.labels")
     missing = {"id", "label"} - set(frame.columns)
     if missing:
         raise DataError(f"{where}: labels need columns 'id' and 'label'; missing {sorted(missing)}.")

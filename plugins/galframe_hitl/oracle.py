@@ -47,16 +47,11 @@ class CatalogOracle(Oracle):
         seed: int = 0,
         labeler: str = "catalog",
     ) -> None:
-        import pandas as pd
+        from galframe.data.labels import read_table
 
         self.classes = tuple(data.classes)
         file = Path(str(catalog)).expanduser() if catalog else Path(data.root) / "catalog.parquet"
-        if not file.is_file():
-            raise DataError(f"{file}: truth catalog not found (oracle.catalog).")
-        try:
-            frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
-        except Exception as exc:
-            raise DataError(f"{file}: cannot read the truth catalog ({type(exc).__name__}: {exc})") from exc
+        frame = read_table(file, "truth catalog", "the truth catalog", "oracle.catalog")
         for col in ("id", column):
             if col not in frame:
                 raise DataError(f"{file}: the truth catalog has no column '{col}' (oracle.column={column}).")

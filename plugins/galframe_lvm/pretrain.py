@@ -429,6 +429,21 @@ def _export(model: Any, cfg: dict, settings: Mapping[str, Any], run_dir: Path, m
     return weights
 
 
+def _evaluate(model: Any, trainer: Any, loader: Any, limit: Optional[int], samples: Mapping[str, Any],
+              knn: Optional[KnnMonitor], run_dir: Path) -> dict[str, float]:
+    """The held-out metrics (restoration L1 against the baselines, the last kNN accuracy) and the final picture."""
+    metrics: dict[str, float] = {}
+    if restoration(model) is not None:
+        metrics = heldout_l1(model, loader, None if limit is None else int(limit))
+        final = sample_grid(model, samples, run_dir / "samples.png", f"final, step {trainer.global_step}")
+        log_image(trainer.logger, final, trainer.global_step)
+    if knn is not None and knn.history:
+        metrics["knn/accuracy"] = knn.history[-1]["accuracy"]
+        (run_dir / "knn.json").write_text(json.dumps(knn.history, indent=2))
+    metrics["global_step"] = float(trainer.global_step)
+    return metrics
+
+
 def _reused(settings: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
     """``zoo_name`` + ``reuse``: the zoo already has the weights, nothing to pretrain."""
     if not (settings["zoo_name"] and settings["reuse"] and not cfg.get("resume")):
@@ -494,17 +509,8 @@ def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[A
         return {}
     model = distributed.whole_model(model, trainer, checkpoint.last_model_path or None)
 
-    # held-out evaluation, final pictures and weights
     limit = 1 if trainer_cfg.get("fast_dev_run") else settings["heldout_max"]
-    metrics: dict[str, float] = {}
-    if restoration(model) is not None:
-        metrics = heldout_l1(model, dm._loader(heldout_split, train=False), None if limit is None else int(limit))
-        final = sample_grid(model, samples, run_dir / "samples.png", f"final, step {trainer.global_step}")
-        log_image(trainer.logger, final, trainer.global_step)
-    if knn is not None and knn.history:
-        metrics["knn/accuracy"] = knn.history[-1]["accuracy"]
-        (run_dir / "knn.json").write_text(json.dumps(knn.history, indent=2))
-    metrics["global_step"] = float(trainer.global_step)
+    metrics = _evaluate(model, trainer, dm._loader(heldout_split, train=False), limit, samples, knn, run_dir)
     provenance = {"command": command, "wall_time_s": round(time.perf_counter() - started, 1), "machine": _machine()}
     _export(model, cfg, settings, run_dir, metrics, trainer.global_step, provenance)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

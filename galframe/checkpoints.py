@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from galframe.errors import ConfigError, DataError, did_you_mean
 
@@ -51,6 +51,15 @@ def find_resume_checkpoint(spec: str, runs_root: Path, current: Optional[Path] =
     if not path.is_file():
         raise DataError(f"{path}: no checkpoint to resume from (resume={spec}).")
     return path
+
+
+def resume_checkpoint(cfg: Mapping[str, Any], run_dir: Path, job: str = "train") -> Optional[str]:
+    """The checkpoint a run continues from (its ``resume`` key, under ``paths.runs``), or None."""
+    if not cfg.get("resume"):
+        return None
+    runs = Path(cfg["paths"]["runs"]).resolve()
+    found = find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job=job)
+    return str(found) if found else None  # resume=auto in a new run directory: nothing to resume
 
 
 # -- the zoo's trained models -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 
 from galframe.build import model_config, to_dict
 from galframe.build import task_requires as _task_requires
-from galframe.checkpoints import checkpoint_file, find_resume_checkpoint, init_weights
+from galframe.checkpoints import checkpoint_file, find_resume_checkpoint, init_weights, resume_checkpoint
 from galframe.errors import ConfigError
 
 __all__ = ["run", "pretrain", "build_logger", "progress_callbacks", "to_dict", "model_config", "checkpoint_file",
@@ -63,11 +63,9 @@ def progress_callbacks(progress: Any) -> list:
 def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ()) -> dict:
     """Train one composition; returns the held-out metrics (and writes them to ``metrics.json``)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from galframe import distributed
     from galframe.build import build
-    from galframe.report import write_reports
 
     quiet_known_warnings()
     cfg = to_dict(cfg)
@@ -77,27 +75,12 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
 
     trainer_cfg = dict(cfg["trainer"])
     progress = trainer_cfg.pop("progress_bar", "rich")
-    ckpt_path = None
-    if cfg.get("resume"):
-        runs = Path(cfg["paths"]["runs"]).resolve()
-        found = find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="train")
-        ckpt_path = str(found) if found else None  # resume=auto in a new run directory: nothing to resume
+    ckpt_path = resume_checkpoint(cfg, run_dir, job="train")
     if ckpt_path:
         print(f"Resuming from {ckpt_path}")
     model, dm = build(cfg, resuming=bool(ckpt_path), progress=bool(progress))
 
-    select = str(cfg.get("select", "best"))
-    if select not in ("best", "last"):
-        raise ConfigError(f"select={select}: the checkpoint to test is 'best' (by the validation metric) or 'last'.")
-    monitor, mode = model.monitor() if select == "best" else (None, "min")
-    checkpoint = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
-        filename="best",
-        monitor=monitor,
-        mode=mode,
-        save_last=True,
-        save_top_k=1,
-    )
+    select, checkpoint = checkpoint_callback(model, cfg, run_dir)
     cbs: list[Any] = [checkpoint, *callbacks, *progress_callbacks(progress)]
     # trainer.devices > 1: start the other local ranks (one run directory; rank 0 writes the outputs)
     distributed.launch(trainer_cfg, "train", run_dir, [f"resume={distributed.quote(ckpt_path) if ckpt_path else 'null'}"])
@@ -113,12 +96,42 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
     metrics: dict[str, float] = {}
     if cfg.get("evaluate", True) and len(dm.splits.get("test", [])) > 0 and not trainer_cfg.get("fast_dev_run"):
         best = (checkpoint.best_model_path or None) if select == "best" else None  # None: the final weights
-        results = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
-        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-        metrics["n_train"] = float(len(dm.splits["train"]))
-        if trainer.is_global_zero:  # metrics were reduced over the ranks; one copy of the outputs
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-            write_reports(distributed.whole_model(model, trainer, best), dm, metrics, run_dir, trainer)
+        metrics = evaluate(trainer, model, dm, best, run_dir)
+    _finish_wandb(cfg, trainer, metrics)
+    distributed.finish()  # wait for the ranks this process started
+    return metrics
+
+
+def checkpoint_callback(model: Any, cfg: dict, run_dir: Path) -> tuple[str, Any]:
+    """(``select``, the ModelCheckpoint writing ``checkpoints/best.ckpt`` by the model's validation metric, or
+    by none with select=last, and ``checkpoints/last.ckpt``)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    select = str(cfg.get("select", "best"))
+    if select not in ("best", "last"):
+        raise ConfigError(f"select={select}: the checkpoint to test is 'best' (by the validation metric) or 'last'.")
+    monitor, mode = model.monitor() if select == "best" else (None, "min")
+    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor, mode=mode,
+                                 save_last=True, save_top_k=1)
+    return select, checkpoint
+
+
+def evaluate(trainer: Any, model: Any, dm: Any, checkpoint: Optional[str], run_dir: Path) -> dict:
+    """The held-out metrics of ``checkpoint`` (None: the model's final weights); rank 0 writes ``metrics.json``
+    and the report."""
+    from galframe import distributed
+    from galframe.report import write_reports
+
+    results = trainer.test(model, datamodule=dm, ckpt_path=checkpoint, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    metrics["n_train"] = float(len(dm.splits["train"]))
+    if trainer.is_global_zero:  # metrics were reduced over the ranks; one copy of the outputs
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_reports(distributed.whole_model(model, trainer, checkpoint), dm, metrics, run_dir, trainer)
+    return metrics
+
+
+def _finish_wandb(cfg: dict, trainer: Any, metrics: dict) -> None:
     wandb_run = cfg.get("logger", {}).get("name") == "wandb" and trainer.is_global_zero
     if wandb_run and trainer.logger and hasattr(trainer.logger, "experiment"):
         import wandb
@@ -126,8 +139,6 @@ def run(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ())
         if metrics:
             trainer.logger.experiment.summary.update(metrics)
         wandb.finish()
-    distributed.finish()  # wait for the ranks this process started
-    return metrics
 
 
 def pretrain(cfg: Any, run_dir: Any) -> dict:

@@ -36,17 +36,10 @@ from galframe_bench.fewshot import crossing  # noqa: E402 - labels at which a cu
 
 
 def compose(overrides: Sequence[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    """The composed train config, plain containers (galframe.build.compose_dict)."""
+    from galframe.build import compose_dict
 
-    from galframe.cli import normalise_overrides
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = hydra_compose("train", overrides=normalise_overrides(list(overrides)))
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return compose_dict("train", overrides)
 
 
 def epochs_for(budget: int, batch: int, min_steps: int, min_epochs: int) -> int:

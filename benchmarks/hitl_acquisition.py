@@ -39,15 +39,10 @@ STRATEGIES = {
 
 
 def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from omegaconf import OmegaConf
+    """The composed train config, plain containers (galframe.build.compose_dict)."""
+    from galframe.build import compose_dict
 
-    from galframe.cli import normalise_overrides
-
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = hydra_compose("train", overrides=normalise_overrides(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return compose_dict("train", overrides)
 
 
 @torch.no_grad()

@@ -339,13 +339,11 @@ def class_grid(path: Path, n_per_class: int = 5, seed: int = 7, bright: float = 
 
 
 def compose_data(overrides: Sequence[str]) -> tuple[dict, Any]:
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    GlobalHydra.instance().clear()
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["data=sim_galaxy10", *overrides])
+    from galframe.build import compose
+
+    cfg = compose("train", ["data=sim_galaxy10", *overrides], fresh=True)
     return OmegaConf.to_container(cfg.data, resolve=True), cfg  # type: ignore[return-value]
 
 

@@ -203,9 +203,9 @@ def test_ddp_from_the_command_line_writes_one_run_directory(tiny_dataset, runs_d
 
 # -- launchers -------------------------------------------------------------------------------------------------------------
 def test_slurm_launcher_presets_compose_for_train_and_pretrain() -> None:
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
+
+    from galframe.build import compose
 
     for command, preset, overrides, expect in (
         ("pretrain", "slurm_pretrain", ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
@@ -213,14 +213,11 @@ def test_slurm_launcher_presets_compose_for_train_and_pretrain() -> None:
         ("train", "slurm_sweep", [], {"tasks_per_node": 1, "gpus_per_node": 1, "nodes": 1}),
         ("train", "local", [], {"tasks_per_node": 1}),
     ):
-        GlobalHydra.instance().clear()
-        with initialize_config_module("galframe.conf", version_base="1.3"):
-            cfg = compose(command, overrides=[f"hydra/launcher={preset}", *overrides], return_hydra_config=True)
+        cfg = compose(command, [f"hydra/launcher={preset}", *overrides], return_hydra_config=True, fresh=True)
         launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
         cls = "LocalLauncher" if preset == "local" else "SlurmLauncher"
         assert launcher["_target_"] == f"hydra_plugins.hydra_submitit_launcher.submitit_launcher.{cls}"
         assert {k: launcher[k] for k in expect} == expect
-    GlobalHydra.instance().clear()
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(tiny_dataset, runs_dir) -> None:
@@ -289,16 +286,9 @@ def one_thread():
 
 
 def _compose_predict(*overrides: str):
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from galframe.build import compose
 
-    from galframe.readers import reader_overrides
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = compose("predict", overrides=reader_overrides(list(overrides)))
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose("predict", overrides, fresh=True)
 
 
 def _done(path: Path) -> list[dict]:

@@ -267,16 +267,10 @@ def test_checkpoints_by_run_dir_file_and_zoo_name(trained, tmp_path, cache_dir) 
 
 
 def test_cli_reader_configs_and_errors(capsys) -> None:
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
+    from galframe.build import compose
     from galframe.cli import main
-    from galframe.readers import reader_overrides
 
-    GlobalHydra.instance().clear()
-    with initialize_config_module("galframe.conf", version_base="1.3"):
-        cfg = compose("predict", overrides=reader_overrides(["data=hdf5", "data.path=x.h5", "ckpt=run", "out=c.parquet"]))
-    GlobalHydra.instance().clear()
+    cfg = compose("predict", ["data=hdf5", "data.path=x.h5", "ckpt=run", "out=c.parquet"], fresh=True)
     assert cfg.data.plugin == "hdf5" and cfg.data.path == "x.h5" and cfg.data.fit == "crop"
     assert main(["predict", "data=fitz", "ckpt=run", "out=c.parquet"]) == 2
     err = capsys.readouterr().err

@@ -223,136 +223,168 @@ def labels_to_level(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict
     return {"labels": point, "ci": ci, "samples": vals, "max_budget": int(max(budgets)) if budgets else None}
 
 
-def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, trainer: str, runs: Path,
-        headline: Optional[Path] = None) -> dict:
-    """The fewshot suite with profile settings ``p``; writes fewshot.json / .md / .png into ``out``."""
-    from galframe.data.datamodule import GalaxyDataModule
-    from galframe.sim import cached_dataset
-    from galframe.train import run as train_run
+class _Suite:
+    """One fewshot run: the data and its label draws, the frozen-feature methods, the trained networks."""
 
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
+    def __init__(self, p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, trainer: str, runs: Path) -> None:
+        self.p, self.out, self.weights, self.lvm, self.trainer, self.runs = p, out, weights, lvm, trainer, runs
+        self.rows: dict[str, list[dict]] = {}
+        self.probs: dict[tuple[str, int], list[np.ndarray]] = {}
+        self.t_start = time.perf_counter()
 
+    @staticmethod
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    data = [f"data={p.get('data', 'sim_galaxy10')}", *([f"data.n={int(p['n'])}"] if p.get("n") else []),
-            *([f"data.path={p['path']}"] if p.get("path") else [])]
-    base = compose([*data, "logger=none"])
-    root = cached_dataset(base["data"]) if base["data"].get("path") in (None, "") else Path(base["data"]["path"])
-    data = [d for d in data if not d.startswith("data.n=")] + [f"data.path={root}"]
-    cfg = compose([*data, "logger=none"])
-    dm = GalaxyDataModule(cfg["data"], requires=["label"], progress=False)
-    info = dm.info()
-    classes = list(info.classes)
-    train_cat, test_cat = dm.splits["train"], dm.splits["test"]
-    labels = train_cat["class"].to_numpy(int)  # read only through LabelBudget
-    ids = train_cat["id"].to_numpy()
-    counts = np.bincount(labels, minlength=len(classes))  # the rare classes are named from the data's own statistics
-    rare = [int(k) for k in np.argsort(counts, kind="stable")[: int(p.get("rare", 3))]]
-    y_test = test_cat["class"].to_numpy(int)
-    log(f"fewshot: {root} ({len(train_cat)} train / {len(test_cat)} test); rare classes {[classes[k] for k in rare]}")
+    def load_data(self) -> None:
+        """The dataset (simulated once and cached), its train/test splits and the uniform label draws."""
+        from galframe.data.datamodule import GalaxyDataModule
+        from galframe.sim import cached_dataset
 
-    row_of = {int(i): k for k, i in enumerate(ids)}
+        p = self.p
+        data = [f"data={p.get('data', 'sim_galaxy10')}", *([f"data.n={int(p['n'])}"] if p.get("n") else []),
+                *([f"data.path={p['path']}"] if p.get("path") else [])]
+        base = compose([*data, "logger=none"])
+        root = cached_dataset(base["data"]) if base["data"].get("path") in (None, "") else Path(base["data"]["path"])
+        self.root = root
+        self.data = [d for d in data if not d.startswith("data.n=")] + [f"data.path={root}"]
+        self.cfg = compose([*self.data, "logger=none"])
+        self.dm = GalaxyDataModule(self.cfg["data"], requires=["label"], progress=False)
+        self.info = self.dm.info()
+        self.classes = list(self.info.classes)
+        self.train_cat, self.test_cat = self.dm.splits["train"], self.dm.splits["test"]
+        self.labels = self.train_cat["class"].to_numpy(int)  # read only through LabelBudget
+        self.ids = self.train_cat["id"].to_numpy()
+        self.counts = np.bincount(self.labels, minlength=len(self.classes))  # rare classes from the data's own statistics
+        self.rare = [int(k) for k in np.argsort(self.counts, kind="stable")[: int(p.get("rare", 3))]]
+        self.y_test = self.test_cat["class"].to_numpy(int)
+        self.row_of = {int(i): k for k, i in enumerate(self.ids)}
+        self.log(f"fewshot: {root} ({len(self.train_cat)} train / {len(self.test_cat)} test); "
+                 f"rare classes {[self.classes[k] for k in self.rare]}")
+        self.budgets = [int(b) for b in p["budgets"] if int(b) <= len(self.train_cat)]
+        self.seeds = [int(s) for s in p["seeds"]]
+        self.draws = {(b, s): self.label_rows(b, s) for b in self.budgets for s in self.seeds}
 
-    def label_rows(budget: int, seed: int) -> np.ndarray:
+    def label_rows(self, budget: int, seed: int) -> np.ndarray:
         """The uniform draw ``data.n_labeled=budget data.label_seed=seed`` makes (the one galframe train uses)."""
-        sub = GalaxyDataModule(compose([*data, "logger=none", f"data.n_labeled={budget}", f"data.label_seed={seed}"])["data"],
+        from galframe.data.datamodule import GalaxyDataModule
+
+        sub = GalaxyDataModule(compose([*self.data, "logger=none", f"data.n_labeled={budget}", f"data.label_seed={seed}"])["data"],
                                requires=["label"], progress=False)
         sub.prepare()
-        return np.array([row_of[int(i)] for i in sub.splits["train"]["id"].to_numpy()])
+        return np.array([self.row_of[int(i)] for i in sub.splits["train"]["id"].to_numpy()])
 
-    budgets = [int(b) for b in p["budgets"] if int(b) <= len(train_cat)]
-    seeds = [int(s) for s in p["seeds"]]
-    draws = {(b, s): label_rows(b, s) for b in budgets for s in seeds}
-    rows: dict[str, list[dict]] = {}
-    probs: dict[tuple[str, int], list[np.ndarray]] = {}
+    def keep(self, method: str, budget: int, seed: int, prob: np.ndarray) -> None:
+        self.probs.setdefault((method, int(budget)), []).append(prob)
 
-    def keep(method: str, budget: int, seed: int, prob: np.ndarray) -> None:
-        probs.setdefault((method, int(budget)), []).append(prob)
+    def embed(self) -> dict[str, Features]:
+        """Label-free, deterministic embeddings, cached per dataset, backbone, weights and views."""
+        views = int(self.p.get("views", 8))
+        scaling_cfg = self.cfg["data"]["scaling"]
+        cache = Path(self.p.get("cache") or self.runs / "features") / f"{self.root.name}-views{views}"
+        args = (self.info, self.dm, scaling_cfg, views, cache, self.log)
+        weights = f"backbone.weights={self.weights if self.weights else 'null'}"
+        feats = {"lvm": features(f"{self.lvm}-{_weights_key(self.weights)}",
+                                 compose([*self.data, "logger=none", f"backbone={self.lvm}", weights])["backbone"], *args)}
+        ablations = list(self.p.get("ablations") or [])
+        if "random_lvm" in ablations:
+            feats["random_lvm"] = features(f"{self.lvm}-random",
+                                           compose([*self.data, "logger=none", f"backbone={self.lvm}"])["backbone"], *args)
+        if "random_resnet" in ablations:
+            feats["random_resnet"] = features("resnet18-random",
+                                              compose([*self.data, "logger=none", "backbone=resnet18"])["backbone"], *args)
+        return feats
 
-    views = int(p.get("views", 8))
-    scaling_cfg = cfg["data"]["scaling"]
-    # embeddings are label-free and deterministic: cached per dataset, backbone, weights and views
-    cache = Path(p.get("cache") or runs / "features") / f"{root.name}-views{views}"
-    lvm_cfg = compose([*data, "logger=none", f"backbone={lvm}", f"backbone.weights={weights if weights else 'null'}"])["backbone"]
-    feats = {"lvm": features(f"{lvm}-{_weights_key(weights)}", lvm_cfg, info, dm, scaling_cfg, views, cache, log)}
-    ablations = list(p.get("ablations") or [])
-    if "random_lvm" in ablations:
-        feats["random_lvm"] = features(f"{lvm}-random", compose([*data, "logger=none", f"backbone={lvm}"])["backbone"],
-                                       info, dm, scaling_cfg, views, cache, log)
-    if "random_resnet" in ablations:
-        feats["random_resnet"] = features("resnet18-random", compose([*data, "logger=none", "backbone=resnet18"])["backbone"],
-                                          info, dm, scaling_cfg, views, cache, log)
-    head = str(p.get("head", "ensemble"))
-    h = dict(p.get("hitl") or {})
-    hitl_budgets = [b for b in budgets if b <= int(h.get("max_budget", max(budgets)))]
-    acq = h.get("acquisition", "coldstart")
+    def frozen_methods(self, feats: Mapping[str, Features]) -> None:
+        """The probe and the DST head on random draws, and the HITL loops (with their ablations)."""
+        head = str(self.p.get("head", "ensemble"))
+        h = dict(self.p.get("hitl") or {})
+        hitl_budgets = [b for b in self.budgets if b <= int(h.get("max_budget", max(self.budgets)))]
+        acq = h.get("acquisition", "coldstart")
+        common = (self.labels, self.draws, self.y_test, self.rare, len(self.classes), self.keep)
+        t0 = time.perf_counter()
+        self.rows[PROBE] = random_draw_rows(PROBE, feats["lvm"], "logistic", *common)
+        self.rows[DST] = random_draw_rows(DST, feats["lvm"], head, *common)
+        ablations = list(self.p.get("ablations") or [])
+        loops = [(HITL, "lvm", head, acq)]
+        loops += [(HITL_LOGISTIC, "lvm", "logistic", acq)] if "no_semi" in ablations else []
+        loops += [(RANDOM_LVM, "random_lvm", head, acq)] if "random_lvm" in ablations else []
+        loops += [(RANDOM_RESNET, "random_resnet", head, acq)] if "random_resnet" in ablations else []
+        loops += [(HITL_RANDOM, "lvm", head, "random")] if "hitl_random" in ablations else []
+        for method, fname, hd, a in loops:
+            self.rows[method] = []
+            for seed in self.seeds:
+                self.rows[method] += hitl_rows(method, feats[fname], hd, a, hitl_budgets, seed, self.root, self.classes,
+                                               self.ids, self.labels, self.y_test, self.rare, self.runs / "hitl", self.keep)
+            curve = _summarise(self.rows[method], {}, method, self.y_test)
+            self.log(f"  {method}: " + ", ".join(f"{c['labels']}: {c['macro_auc']:.3f}" for c in curve))
+        self.log(f"  frozen-feature methods done ({time.perf_counter() - t0:.0f} s)")
 
-    t0 = time.perf_counter()
-    rows[PROBE] = random_draw_rows(PROBE, feats["lvm"], "logistic", labels, draws, y_test, rare, len(classes), keep)
-    rows[DST] = random_draw_rows(DST, feats["lvm"], head, labels, draws, y_test, rare, len(classes), keep)
-    loops = [(HITL, "lvm", head, acq)]
-    if "no_semi" in ablations:
-        loops.append((HITL_LOGISTIC, "lvm", "logistic", acq))
-    if "random_lvm" in ablations:
-        loops.append((RANDOM_LVM, "random_lvm", head, acq))
-    if "random_resnet" in ablations:
-        loops.append((RANDOM_RESNET, "random_resnet", head, acq))
-    if "hitl_random" in ablations:
-        loops.append((HITL_RANDOM, "lvm", head, "random"))
-    for method, fname, hd, a in loops:
-        rows[method] = []
-        for seed in seeds:
-            rows[method] += hitl_rows(method, feats[fname], hd, a, hitl_budgets, seed, root, classes, ids, labels, y_test,
-                                      rare, runs / "hitl", keep)
-        log(f"  {method}: " + ", ".join(f"{c['labels']}: {c['macro_auc']:.3f}" for c in _summarise(rows[method], {}, method, y_test)))
-    log(f"  frozen-feature methods done ({time.perf_counter() - t0:.0f} s)")
+    def trained(self, method: str, budget: int, seed: int, extra: list[str]) -> None:
+        """One network trained under the protocol: no validation labels, the final weights."""
+        from galframe.train import run as train_run
 
-    # -- trained networks, under the protocol: no validation labels, the final weights -------------------------
-    batch = int(cfg["data"]["batch_size"])
-
-    def trained(method: str, budget: int, seed: int, extra: list[str]) -> None:
-        epochs = _epochs(budget, batch, int(p["min_steps"]), int(p["min_epochs"]))
-        run_dir = runs / f"{HEADLINE_KEYS.get(method, 'm')}-n{budget}-s{seed}"
-        overrides = [*data, *extra, "logger=none", f"trainer={trainer}", "trainer.progress_bar=false",
+        p = self.p
+        epochs = _epochs(budget, int(self.cfg["data"]["batch_size"]), int(p["min_steps"]), int(p["min_epochs"]))
+        run_dir = self.runs / f"{HEADLINE_KEYS.get(method, 'm')}-n{budget}-s{seed}"
+        overrides = [*self.data, *extra, "logger=none", f"trainer={self.trainer}", "trainer.progress_bar=false",
                      f"data.n_labeled={budget}", f"data.label_seed={seed}", f"seed={seed}", f"trainer.max_epochs={epochs}",
                      "trainer.limit_val_batches=0", "select=last"]
         check_trained_overrides(method, overrides)
-        drawn = draws[(budget, seed)] if (budget, seed) in draws else label_rows(budget, seed)
-        LabelBudget(labels, budget, method).reveal(drawn)
+        drawn = self.draws[(budget, seed)] if (budget, seed) in self.draws else self.label_rows(budget, seed)
+        LabelBudget(self.labels, budget, method).reveal(drawn)
         t = time.perf_counter()
         metrics = train_run(compose(overrides), run_dir=run_dir)
-        table = _read_predictions(run_dir, classes).set_index("id").loc[test_cat["id"].to_numpy()]
-        prob = table[[f"classify_p_{c}" for c in classes]].to_numpy(float)
+        table = _read_predictions(run_dir, self.classes).set_index("id").loc[self.test_cat["id"].to_numpy()]
+        prob = table[[f"classify_p_{c}" for c in self.classes]].to_numpy(float)
         row = {"budget": budget, "seed": seed, "epochs": epochs, "seconds": round(time.perf_counter() - t, 1),
-               **score(prob, y_test, rare, labels[drawn]),
+               **score(prob, self.y_test, self.rare, self.labels[drawn]),
                "galframe_auroc": metrics.get("test/classify/auroc")}
-        rows.setdefault(method, []).append(row)
-        keep(method, budget, seed, prob)
-        log(f"  {method}: {budget} labels, seed {seed}: macro AUC {row['macro_auc']:.3f} ({epochs} epochs, {row['seconds']:.0f} s)")
+        self.rows.setdefault(method, []).append(row)
+        self.keep(method, budget, seed, prob)
+        self.log(f"  {method}: {budget} labels, seed {seed}: macro AUC {row['macro_auc']:.3f} "
+                 f"({epochs} epochs, {row['seconds']:.0f} s)")
 
-    for budget in [int(b) for b in p.get("resnet_budgets", budgets) if int(b) <= len(train_cat)]:
-        for seed in [int(s) for s in p["train_seeds"]]:
-            trained(RESNET, budget, seed, ["backbone=resnet18"])
-    for budget in [int(b) for b in p.get("finetune_budgets") or [] if int(b) <= len(train_cat)]:
-        for seed in [int(s) for s in p["train_seeds"]]:
-            trained(FINETUNE, budget, seed, [f"backbone={lvm}", f"backbone.weights={weights if weights else 'null'}",
-                                             "finetune.lr_decay=0.7", "optimizer.lr=3e-4"])
+    def trained_methods(self) -> None:
+        """ResNet18 from scratch and (when the profile asks) the fine-tuned LVM, at their budgets."""
+        p, n_train = self.p, len(self.train_cat)
+        for budget in [int(b) for b in p.get("resnet_budgets", self.budgets) if int(b) <= n_train]:
+            for seed in [int(s) for s in p["train_seeds"]]:
+                self.trained(RESNET, budget, seed, ["backbone=resnet18"])
+        weights = f"backbone.weights={self.weights if self.weights else 'null'}"
+        for budget in [int(b) for b in p.get("finetune_budgets") or [] if int(b) <= n_train]:
+            for seed in [int(s) for s in p["train_seeds"]]:
+                self.trained(FINETUNE, budget, seed, [f"backbone={self.lvm}", weights, "finetune.lr_decay=0.7",
+                                                      "optimizer.lr=3e-4"])
 
-    curves = {m: _summarise(r, probs, m, y_test) for m, r in rows.items() if r}
-    for c in curves.get(RESNET, []):  # the comparison people look for, at each budget ResNet18 ran
-        mine = next((h for h in curves.get(HITL, []) if h["labels"] == c["labels"]), None)
-        if mine is not None:
-            log(f"{c['labels']} labels, held-out macro AUC: LVM + DST + HITL {mine['macro_auc']:.3f} against ResNet18 "
-                f"(scratch) {c['macro_auc']:.3f} ({len(test_cat)} objects; curves: {out / 'fewshot.png'})")
-    result = report(rows, out, {
-        "data": {"path": str(root), "n_train": int(len(train_cat)), "n_test": int(len(test_cat)), "classes": classes,
-                 "rare": [classes[k] for k in rare], "train_counts": counts.tolist()},
-        "weights": weights, "lvm": lvm, "trainer": trainer, "profile": dict(p), "protocol": "docs/fewshot_protocol.md",
-        "seconds": round(time.perf_counter() - t_start, 1),
-    }, curves=curves, headline=headline)
-    return result
+    def finish(self, headline: Optional[Path]) -> dict:
+        """Curves, the comparison line people look for, and the report files."""
+        curves = {m: _summarise(r, self.probs, m, self.y_test) for m, r in self.rows.items() if r}
+        for c in curves.get(RESNET, []):
+            mine = next((h for h in curves.get(HITL, []) if h["labels"] == c["labels"]), None)
+            if mine is not None:
+                self.log(f"{c['labels']} labels, held-out macro AUC: LVM + DST + HITL {mine['macro_auc']:.3f} against "
+                         f"ResNet18 (scratch) {c['macro_auc']:.3f} ({len(self.test_cat)} objects; curves: "
+                         f"{self.out / 'fewshot.png'})")
+        meta = {
+            "data": {"path": str(self.root), "n_train": int(len(self.train_cat)), "n_test": int(len(self.test_cat)),
+                     "classes": self.classes, "rare": [self.classes[k] for k in self.rare],
+                     "train_counts": self.counts.tolist()},
+            "weights": self.weights, "lvm": self.lvm, "trainer": self.trainer, "profile": dict(self.p),
+            "protocol": "docs/fewshot_protocol.md", "seconds": round(time.perf_counter() - self.t_start, 1),
+        }
+        return report(self.rows, self.out, meta, curves=curves, headline=headline)
+
+
+def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str, trainer: str, runs: Path,
+        headline: Optional[Path] = None) -> dict:
+    """The fewshot suite with profile settings ``p``; writes fewshot.json / .md / .png into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    suite = _Suite(p, out, weights, lvm, trainer, runs)
+    suite.load_data()
+    suite.frozen_methods(suite.embed())
+    suite.trained_methods()
+    return suite.finish(headline)
 
 
 def _weights_key(weights: Optional[str]) -> str:

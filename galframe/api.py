@@ -78,6 +78,9 @@ class Backbone(nn.Module):
     embed_dim: int = 0
     #: True when ``forward(..., decode=True)`` fills ``Features.decoded``
     has_decoder: ClassVar[bool] = False
+    #: self-supervised pretraining of this backbone (``galframe pretrain``): a static ``pretrain(cfg, run_dir)
+    #: -> metrics`` in a subclass (the LVM's); None, the default: the backbone has none
+    pretrain: ClassVar[Optional[Callable[..., dict]]] = None
 
     def __init__(self, data: DataInfo, **cfg: Any) -> None:
         super().__init__()
@@ -136,6 +139,8 @@ class Task(nn.Module):
     needs_decoder: ClassVar[bool] = False
     #: True when :meth:`transform_input` changes the network's input (at most one task per model); may be per instance
     changes_input: ClassVar[bool] = False
+    #: True when the task finds several objects per image: :meth:`predict_sources` gives them to the source catalog
+    finds_sources: ClassVar[bool] = False
     #: metric used to pick the best checkpoint, relative to the task prefix
     monitor: ClassVar[Optional[tuple[str, str]]] = None  # (metric name, "min"|"max")
 
@@ -187,7 +192,8 @@ class Task(nn.Module):
 
     def predict_sources(self, out: dict[str, Any]) -> Optional[list[list[dict[str, Any]]]]:
         """For tasks that find several objects per image (detection): one list of rows per image, which
-        the core writes to a source catalog.  None (the default): this task finds no sources."""
+        the core writes to a source catalog.  Called only when :attr:`finds_sources` is True; the default
+        (None) is for tasks that find no sources."""
         return None
 
     def write_report(self, pred: Any, dm: Any, run_dir: Any, model: Any = None) -> list:

@@ -15,15 +15,7 @@ import numpy as np
 
 def source_hooks(model: Any) -> dict[str, Callable]:
     """The tasks of ``model`` that find several objects per image: name -> their ``predict_sources``."""
-    from galframe.api import Task
-
-    base = getattr(Task, "predict_sources", None)
-    hooks = {}
-    for name, task in model.tasks.items():
-        hook = getattr(type(task), "predict_sources", None)
-        if callable(hook) and hook is not base:
-            hooks[name] = getattr(task, "predict_sources")
-    return hooks
+    return {name: task.predict_sources for name, task in model.tasks.items() if task.finds_sources}
 
 
 def outputs(model: Any, x: Any) -> dict[str, Any]:

@@ -190,8 +190,11 @@ def check_task(
         if len(np.asarray(value)) != BATCH:
             _fail(who, f"predict_columns gave '{key}' with {len(np.asarray(value))} values for {BATCH} objects")
     sources = task.predict_sources(out)
-    if sources is not None and len(sources) != BATCH:
-        _fail(who, f"predict_sources gave {len(sources)} lists for {BATCH} images")
+    if task.finds_sources and (sources is None or len(sources) != BATCH):
+        _fail(who, f"finds_sources is True but predict_sources gave {'None' if sources is None else len(sources)} "
+                   f"lists for {BATCH} images")
+    if not task.finds_sources and sources is not None:
+        _fail(who, "predict_sources gives sources but finds_sources is False: set finds_sources = True, or the core never asks")
     return task
 
 

@@ -148,9 +148,9 @@ def pretrain(cfg: Any, run_dir: Any) -> dict:
 
     plugin = str(cfg["backbone"]["plugin"])
     cls = registry.load("backbone", plugin)
-    fit = getattr(cls, "pretrain", None)
+    fit = cls.pretrain
     if fit is None:
-        able = [p.name for p in registry.plugins("backbone") if hasattr(p.load(), "pretrain")]
+        able = [p.name for p in registry.plugins("backbone") if p.load().pretrain is not None]
         raise ConfigError(
             f"backbone plugin '{plugin}' has no self-supervised pretraining. Backbones that do: {', '.join(able) or '(none)'}."
         )
@@ -168,6 +168,3 @@ def quiet_known_warnings() -> None:
         ".*The number of training batches .* is smaller than the logging interval.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
-
-
-_quiet_known_warnings = quiet_known_warnings  # the former private name, still imported by predict and the HITL loop

@@ -281,6 +281,8 @@ def test_cli_reader_configs_and_errors(capsys) -> None:
 class _BlobDetector:
     """A stand-in for a detection task: connected pixels above a threshold in the r band."""
 
+    finds_sources = True
+
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
 

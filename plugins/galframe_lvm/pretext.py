@@ -78,7 +78,7 @@ class MaskedRestoration(Pretext):
         s = self.settings = _merge(self.DEFAULTS, cfg, "pretrain.objectives.restore")
         check_choice("pretrain.objectives.restore.target", str(s["target"]), TARGETS)
         check_choice("pretrain.objectives.restore.loss_on", str(s["loss_on"]), LOSS_ON)
-        if not getattr(backbone, "has_decoder", False):
+        if not backbone.has_decoder:
             raise ConfigError(f"pretext 'restore' restores images: backbone '{type(backbone).__name__}' has no decoder "
                               f"(use backbone=lvm_tiny ..., or pretrain.objectives.restore.weight=0).")
         import inspect

@@ -101,6 +101,7 @@ class DetectTask(Task):
 
     requires = ("instances",)
     monitor = ("f1", "max")
+    finds_sources = True
 
     def __init__(
         self,

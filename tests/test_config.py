@@ -165,9 +165,10 @@ def test_optimized_metric_is_declared_by_the_task_or_the_experiment() -> None:
     from galframe.errors import ConfigError
 
     metrics = {"test/loss": 0.7, "test/classify/auroc": 0.81, "test/regress/nll": -1.5, "heldout/l1": 0.02}
-    assert objective(compose("train", ["tasks=[regress,classify]"], fresh=True), metrics) == 0.81
-    assert objective(compose("train", ["tasks=[regress]"], fresh=True), metrics) == 0.7
-    assert objective(compose("train", ["tasks=[regress]", "optimized_metric=test/regress/nll"], fresh=True), metrics) == -1.5
+    assert objective(compose("train", ["tasks=[classify,regress]"], fresh=True), metrics) == 0.81
+    assert objective(compose("train", ["tasks=[regress,classify]"], fresh=True), metrics) == -1.5
+    assert objective(compose("train", ["tasks=[regress]", "tasks.regress.optimized_metric=null"], fresh=True), metrics) == 0.7
+    assert objective(compose("train", ["tasks=[regress]", "optimized_metric=test/loss"], fresh=True), metrics) == 0.7
     assert objective(compose("pretrain", [], fresh=True), metrics) == 0.02
     assert objective(compose("train", [], fresh=True), {}) == 0.0  # nothing was tested (evaluate=false)
     cfg = compose("train", ["optimized_metric=test/clasify/auroc"], fresh=True)

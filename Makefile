@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 # wheel), the classical baselines, the HITL web stack and Debian's Chromium for the browser test
 $(FULL): $(STAMP) scripts/install_mmdet.sh scripts/install_browser.sh
 	bash scripts/install_mmdet.sh $(PY)
-	$(PIP) install --quiet --no-build-isolation -e '.[dev,bench,hitl,mmdet]'
+	$(PIP) install --quiet --no-build-isolation -e '.[dev,bench,hitl,mmdet,search]'
 	bash scripts/install_browser.sh
 	touch $(FULL)
 

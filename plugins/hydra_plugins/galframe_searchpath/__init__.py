@@ -22,6 +22,7 @@ PLUGIN_CONF_PACKAGES = (
     "galframe_hitl",
     "galframe_mmdet",
     "galframe_bench",
+    "galframe_search",
 )
 
 

@@ -64,6 +64,9 @@ def run(cfg: Any, run_dir: Any = None) -> dict:
     metric, dihedral = str(cfg.get("metric", "cosine")), bool(cfg.get("dihedral", False))
     model = galframe.load_model(cfg["ckpt"], device=pick_device(cfg.get("device", "auto")))
     encoder = embedding_encoder(model.encoder, dihedral)
+    path = cfg["data"].get("path")
+    if isinstance(path, str) and Path(path).expanduser().exists():  # similar re-reads the images from anywhere
+        cfg["data"]["path"] = str(Path(path).expanduser().absolute())
     reader, core = build_reader(cfg["data"])
     identity = {"model": str(cfg["ckpt"]), "data": cfg["data"], "dihedral": dihedral}
     if (out / CATALOG_FILE).is_file() and not cfg.get("overwrite"):  # killed after the catalog, before the index

@@ -35,6 +35,8 @@ def _torch_nn() -> Any:
 class _Embedding:
     """The pooled embedding as catalog columns ``embedding_000 ...`` (how the Predictor writes a task's output)."""
 
+    finds_sources = False  # one row per object, no source catalog
+
     @staticmethod
     def predict_columns(out: Any) -> dict[str, np.ndarray]:
         values = out.float().cpu().numpy()

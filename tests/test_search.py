@@ -17,7 +17,7 @@ import pytest
 from astropy.io import fits
 
 from galframe.errors import ConfigError, DataError
-from galframe_search import Index, build_index
+from galframe_search import Index, build_index, rank
 from tests.helpers import ROOT
 
 MODEL = "lvm_tiny-g10"
@@ -121,12 +121,12 @@ def test_similar_command_writes_the_table_and_the_image_grid(index_dir, tmp_path
 
 def test_anomaly_ranking_changes_after_a_persons_scores(index_dir) -> None:
     index = Index.open(index_dir)
-    before = index.anomalies()
+    before = rank(index)
     assert len(before) == N and set(before.columns) >= {"iforest", "knn", "unsupervised", "score"}
     assert before["score"].is_monotonic_decreasing
     ordinary = before["id"].iloc[-4:].tolist()  # the most ordinary objects, found interesting by a person
     boring = before["id"].iloc[:2].tolist()
-    after = index.anomalies(user_scores={**{i: 5 for i in ordinary}, **{i: 0 for i in boring}}, weight=0.7)
+    after = rank(index, user_scores={**{i: 5 for i in ordinary}, **{i: 0 for i in boring}}, weight=0.7)
     assert after["id"].tolist() != before["id"].tolist()
     position = {oid: r for r, oid in zip(after["rank"], after["id"])}
     assert max(position[i] for i in ordinary) < min(position[i] for i in boring)
@@ -165,7 +165,7 @@ def test_bad_input_gives_one_line_errors(index_dir, tmp_path) -> None:
     with pytest.raises(DataError, match=r"not a finished embedding index \(no index.json"):
         Index.open(tmp_path)
     with pytest.raises(DataError, match=r"scores run from 0 to 5"):
-        index.anomalies(user_scores={"obj01": 9})
+        rank(index, user_scores={"obj01": 9})
     with pytest.raises(ConfigError, match="out=.*holds a finished index"):
         _embed(tmp_path, index_dir)
     run = subprocess.run([sys.executable, "-m", "galframe.cli", "similar", f"index={tmp_path / 'nowhere'}", "like=obj01"],

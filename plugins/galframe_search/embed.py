@@ -27,14 +27,11 @@ def embedding_encoder(encoder: Any, dihedral: bool = False) -> Any:
 
     from galframe.notebook import _Embedding
 
-    class Columns(_Embedding):
-        finds_sources = False  # one row per object, no source catalog
-
     class Embedder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.inner = encoder
-            self.bands, self.data_info, self.tasks = encoder.bands, encoder.data_info, {"embedding": Columns()}
+            self.bands, self.data_info, self.tasks = encoder.bands, encoder.data_info, {"embedding": _Embedding()}
 
         def forward(self, flux: Any) -> dict:
             views = dihedral_views(flux) if dihedral else [flux]

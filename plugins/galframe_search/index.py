@@ -266,8 +266,3 @@ class Index:
             if left is not None and not left:
                 return
 
-    def anomalies(self, **options: Any) -> Any:
-        """:func:`galframe_search.anomaly.rank` of this index."""
-        from galframe_search.anomaly import rank
-
-        return rank(self, **options)

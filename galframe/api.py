@@ -78,9 +78,9 @@ class Backbone(nn.Module):
     embed_dim: int = 0
     #: True when ``forward(..., decode=True)`` fills ``Features.decoded``
     has_decoder: ClassVar[bool] = False
-    #: self-supervised pretraining of this backbone (``galframe pretrain``): a static ``pretrain(cfg, run_dir)
-    #: -> metrics`` in a subclass (the LVM's); None, the default: the backbone has none
-    pretrain: ClassVar[Optional[Callable[..., dict]]] = None
+    #: self-supervised pretraining of this backbone (``galframe pretrain``): a static ``pretrain()`` returning
+    #: the :class:`galframe.train.Recipe` that galframe train's loop runs (the LVM's); None, the default: none
+    pretrain: ClassVar[Optional[Callable[[], Any]]] = None
 
     def __init__(self, data: DataInfo, **cfg: Any) -> None:
         super().__init__()

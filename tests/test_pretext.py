@@ -256,3 +256,40 @@ def test_pretraining_reaches_nothing_private_of_the_trainer() -> None:
     rebuilt = ("GalaxyModel", "build_backbone", "build_scaling", "GalaxyDataModule", "augment_batch", "data_info_from")
     assert not [x for x in imported if x[1] in rebuilt], imported
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and "LightningModule" in ast.unparse(n)]
+    # and it runs no trainer of its own: galframe train's loop does, by the plugin's recipe
+    assert "Trainer(" not in inspect.getsource(pretrain)
+
+
+def test_pretrain_is_train_run_by_the_backbone_plugins_recipe(tiny_dataset, tmp_path, monkeypatch) -> None:
+    """`galframe pretrain` = galframe.train.run with ``Backbone.pretrain()``; a recipe's hooks shape the loop."""
+    import galframe.train as train
+    from galframe import registry
+    from galframe_lvm.pretrain import PretrainRecipe
+    from tests.test_lvm import compose_pretrain
+
+    assert isinstance(registry.load("backbone", "lvm").pretrain(), PretrainRecipe)
+    assert registry.load("backbone", "timm").pretrain is None
+    seen: list = []
+
+    class Recording(PretrainRecipe):
+        def finish(self, trainer, model, dm, cfg, run_dir, checkpoint):
+            seen.append((self.job, sorted(model.pretexts), trainer.global_step))
+            return {"steps": float(trainer.global_step), **super().finish(trainer, model, dm, cfg, run_dir, checkpoint)}
+
+    monkeypatch.setattr(registry.load("backbone", "lvm"), "pretrain", staticmethod(Recording))
+    cfg = compose_pretrain(f"data.path={tiny_dataset}", "data.batch_size=16", "trainer=fast", "logger=none",
+                           "trainer.progress_bar=false", "pretrain.n_samples=2", "pretrain.heldout_max=16")
+    metrics = train.pretrain(cfg, tmp_path / "p")
+    assert seen == [("pretrain", ["restore"], 1)] and metrics["steps"] == 1.0 and "heldout/l1" in metrics
+    assert (tmp_path / "p" / "weights" / "lvm.safetensors").is_file()
+
+    class Nothing(train.Recipe):  # configure -> None: nothing is built or trained
+        def build(self, *a):
+            raise AssertionError("built")
+
+        def configure(self, cfg):
+            return None
+
+    assert train.run(cfg, tmp_path / "q", recipe=Nothing()) == {}
+    with pytest.raises(ConfigError, match="no self-supervised pretraining. Backbones that do: lvm"):
+        train.pretrain(compose_pretrain(f"data.path={tiny_dataset}", "backbone=resnet18"), tmp_path / "r")

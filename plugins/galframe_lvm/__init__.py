@@ -165,11 +165,11 @@ noise-free, PSF-free ``clean`` images learns faster without it), ``weights``.
 
     # -- self-supervised pretraining (galframe pretrain) ----------------------
     @staticmethod
-    def pretrain(cfg: Any, run_dir: Any = None) -> dict:
-        """``galframe pretrain``: see :func:`galframe_lvm.pretrain.run_pretrain`."""
-        from galframe_lvm.pretrain import run_pretrain
+    def pretrain() -> Any:
+        """``galframe pretrain``'s recipe for galframe train's loop: :class:`galframe_lvm.pretrain.PretrainRecipe`."""
+        from galframe_lvm.pretrain import PretrainRecipe
 
-        return run_pretrain(cfg, run_dir)
+        return PretrainRecipe()
 
     # -- weights --------------------------------------------------------------
     def save_weights(self, path: Any, scaling: Optional[dict] = None, extra: Optional[dict] = None) -> Any:

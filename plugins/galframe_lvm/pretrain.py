@@ -41,6 +41,7 @@ import pytorch_lightning as pl
 import torch
 
 from galframe.errors import ConfigError, DataError, check_choice
+from galframe.train import Recipe
 from galframe_lvm.pretext import MaskedRestoration
 
 DEFAULTS: dict[str, Any] = {
@@ -348,53 +349,89 @@ def _machine() -> str:
     return f"CPU, {os.cpu_count()} cores ({platform.machine()})"
 
 
-def _build(cfg: dict, settings: Mapping[str, Any], resuming: bool, progress: Any) -> tuple[Any, Any]:
-    """(GalaxyModel with the pretext objectives and no task, datamodule reading what they need), by galframe.build."""
-    from galframe.build import build
+class PretrainRecipe(Recipe):
+    """``galframe pretrain`` as a recipe of galframe train's loop (:func:`galframe.train.run`): the composed
+    pretrain config becomes galframe train's (:func:`training_config`), a checkpoint every epoch or
+    ``checkpoint_every_n_steps`` (best by the validation loss only for restoration alone), sample pictures and
+    the kNN monitor as callbacks; at the end rank 0 measures the held-out metrics and exports the weights with
+    their sidecar (and zoo entry)."""
 
-    try:
-        return build(training_config(cfg, settings), resuming=resuming, progress=bool(progress))
-    except DataError as exc:
-        if objective_requires(settings) and "clean" in str(exc):
-            raise DataError(f"{exc} To pretrain on data without clean images (real data) set pretrain.target=input.") from None
-        raise
+    job = "pretrain"
 
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.command = _command_line()
+        self.settings: dict = {}
+        self.samples: dict = {}
+        self.knn: Optional[KnnMonitor] = None
+        self.heldout_split = "test"
+        self.checkpoint_cb: Any = None
 
-def _heldout_split(dm: Any, settings: Mapping[str, Any]) -> str:
-    split = settings["heldout_split"]
-    if len(dm.splits.get(split, [])) == 0:
-        split = "val" if len(dm.splits.get("val", [])) else "train"
-    return split
+    def configure(self, cfg: dict) -> Optional[dict]:
+        self.settings = pretrain_settings(cfg.get("pretrain"))
+        return None if _reused(self.settings, cfg) else training_config(cfg, self.settings)
 
+    def build(self, cfg: dict, resuming: bool, progress: bool) -> tuple[Any, Any]:
+        try:
+            model, dm = super().build(cfg, resuming, progress)
+        except DataError as exc:
+            if objective_requires(self.settings) and "clean" in str(exc):
+                raise DataError(f"{exc} To pretrain on data without clean images (real data) set pretrain.target=input.") from None
+            raise
+        split = self.settings["heldout_split"]
+        if len(dm.splits.get(split, [])) == 0:
+            split = "val" if len(dm.splits.get("val", [])) else "train"
+        self.heldout_split = split
+        self.samples = _collate_first(dm.dataset(split), int(self.settings["n_samples"]))
+        return model, dm
 
-def _callbacks(model: Any, dm: Any, settings: Mapping[str, Any], run_dir: Path, logger: Any, progress: Any,
-               trainer_cfg: Mapping[str, Any], samples: Mapping[str, Any]) -> tuple[Any, Optional[KnnMonitor], list]:
-    """(the checkpoint callback, the kNN monitor or None, every callback of the run)."""
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    def checkpoint(self, model: Any, dm: Any, cfg: dict, run_dir: Path) -> tuple[str, Any]:
+        from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from galframe.train import progress_callbacks
+        trainer_cfg = cfg["trainer"]
+        has_val = len(dm.splits.get("val", [])) > 0 and trainer_cfg.get("limit_val_batches", 1) != 0
+        every_steps = self.settings["checkpoint_every_n_steps"]
+        self.checkpoint_cb = ModelCheckpoint(
+            dirpath=str(run_dir / "checkpoints"),
+            filename="best",
+            # a best checkpoint only where the validation loss is the whole objective (restoration alone)
+            monitor="val/loss" if has_val and not every_steps and list(model.pretexts) == ["restore"] else None,
+            mode="min",
+            save_last=True,
+            save_top_k=1,
+            every_n_train_steps=int(every_steps) if every_steps else None,
+        )
+        return "last", self.checkpoint_cb
 
-    has_val = len(dm.splits.get("val", [])) > 0 and trainer_cfg.get("limit_val_batches", 1) != 0
-    every_steps = settings["checkpoint_every_n_steps"]
-    checkpoint = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
-        filename="best",
-        # a best checkpoint only where the validation loss is the whole objective (restoration alone)
-        monitor="val/loss" if has_val and not every_steps and list(model.pretexts) == ["restore"] else None,
-        mode="min",
-        save_last=True,
-        save_top_k=1,
-        every_n_train_steps=int(every_steps) if every_steps else None,
-    )
-    cbs: list[Any] = [checkpoint]
-    if restoration(model) is not None:
-        cbs.append(SampleGrid(samples, run_dir, int(settings["sample_every_n_epochs"] or 0)))
-    knn = KnnMonitor.for_data(dm, settings["knn"])
-    if knn is not None:
-        cbs.append(knn)
-    if logger:
-        cbs.append(LearningRateMonitor(logging_interval="step"))
-    return checkpoint, knn, cbs + progress_callbacks(progress)
+    def callbacks(self, model: Any, dm: Any, cfg: dict, run_dir: Path, logger: Any) -> list:
+        from pytorch_lightning.callbacks import LearningRateMonitor
+
+        cbs: list[Any] = []
+        if restoration(model) is not None:
+            cbs.append(SampleGrid(self.samples, run_dir, int(self.settings["sample_every_n_epochs"] or 0)))
+        self.knn = KnnMonitor.for_data(dm, self.settings["knn"])
+        if self.knn is not None:
+            cbs.append(self.knn)
+        if logger:
+            cbs.append(LearningRateMonitor(logging_interval="step"))
+        return cbs
+
+    def finish(self, trainer: Any, model: Any, dm: Any, cfg: dict, run_dir: Path, checkpoint: Optional[str]) -> dict:
+        from galframe import distributed
+
+        if not trainer.is_global_zero:  # rank 0 alone evaluates and writes weights
+            return {}
+        model = distributed.whole_model(model, trainer, self.checkpoint_cb.last_model_path or None)
+        limit = 1 if cfg["trainer"].get("fast_dev_run") else self.settings["heldout_max"]
+        loader = dm._loader(self.heldout_split, train=False)
+        metrics = _evaluate(model, trainer, loader, limit, self.samples, self.knn, run_dir)
+        provenance = {"command": self.command, "wall_time_s": round(time.perf_counter() - self.started, 1),
+                      "machine": _machine()}
+        _export(model, cfg, self.settings, run_dir, metrics, trainer.global_step, provenance)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        if restoration(model) is not None:
+            print_table(metrics, self.settings["target"])
+        return metrics
 
 
 def _export(model: Any, cfg: dict, settings: Mapping[str, Any], run_dir: Path, metrics: Mapping[str, float],
@@ -457,69 +494,8 @@ def _reused(settings: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
 
 
 def run_pretrain(cfg: Any, run_dir: Optional[Path] = None, callbacks: Sequence[Any] = ()) -> dict:
-    """Pretrain one composition (``pretrain.yaml``): galframe train's model and trainer with the pretext
-    objectives as the only losses.  Returns the held-out metrics (also in ``metrics.json``)."""
-    import warnings
+    """Pretrain one composition (``pretrain.yaml``): :func:`galframe.train.pretrain`, i.e. galframe train's
+    loop by :class:`PretrainRecipe`.  Returns the held-out metrics (also in ``metrics.json``)."""
+    from galframe.train import run
 
-    from galframe import distributed
-    from galframe.build import to_dict
-    from galframe.checkpoints import find_resume_checkpoint
-    from galframe.train import build_logger, quiet_known_warnings
-
-    quiet_known_warnings()
-    # a resumed run writes its checkpoints into its own run directory, as intended
-    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
-    started = time.perf_counter()
-    command = _command_line()
-    cfg = to_dict(cfg)
-    run_dir = Path(distributed.rank_run_dir(run_dir) or run_dir or cfg.get("run_dir") or Path.cwd()).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
-    settings = pretrain_settings(cfg.get("pretrain"))
-    if _reused(settings, cfg):
-        return {}
-
-    trainer_cfg = dict(cfg["trainer"])
-    progress = trainer_cfg.pop("progress_bar", "rich")
-    ckpt_path = None
-    if cfg.get("resume"):
-        runs = Path(cfg.get("paths", {}).get("runs", "runs")).resolve()
-        found = find_resume_checkpoint(str(cfg["resume"]), runs, run_dir, job="pretrain")
-        ckpt_path = str(found) if found else None
-        if ckpt_path:
-            print(f"Resuming from {ckpt_path}")
-    model, dm = _build(cfg, settings, bool(ckpt_path), progress)
-    heldout_split = _heldout_split(dm, settings)
-    samples = _collate_first(dm.dataset(heldout_split), int(settings["n_samples"]))
-    logger = build_logger(cfg, run_dir)
-    checkpoint, knn, cbs = _callbacks(model, dm, settings, run_dir, logger, progress, trainer_cfg, samples)
-    # several processes: start the other local ranks (they run this command into the same run directory)
-    distributed.launch(trainer_cfg, "pretrain", run_dir, [f"resume={distributed.quote(ckpt_path) if ckpt_path else 'null'}"])
-    trainer = pl.Trainer(
-        default_root_dir=str(run_dir),
-        logger=logger,
-        callbacks=[*cbs[:1], *callbacks, *cbs[1:]],
-        enable_progress_bar=bool(progress),
-        enable_model_summary=bool(progress),
-        **distributed.trainer_kwargs(trainer_cfg),
-    )
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
-    if not trainer.is_global_zero:  # rank 0 alone evaluates and writes weights
-        distributed.finish()
-        return {}
-    model = distributed.whole_model(model, trainer, checkpoint.last_model_path or None)
-
-    limit = 1 if trainer_cfg.get("fast_dev_run") else settings["heldout_max"]
-    metrics = _evaluate(model, trainer, dm._loader(heldout_split, train=False), limit, samples, knn, run_dir)
-    provenance = {"command": command, "wall_time_s": round(time.perf_counter() - started, 1), "machine": _machine()}
-    _export(model, cfg, settings, run_dir, metrics, trainer.global_step, provenance)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    if restoration(model) is not None:
-        print_table(metrics, settings["target"])
-    if trainer.logger and hasattr(trainer.logger, "experiment") and (cfg.get("logger") or {}).get("name") == "wandb":
-        import wandb
-
-        trainer.logger.experiment.summary.update(metrics)
-        wandb.finish()
-    distributed.finish()
-    return metrics
+    return run(cfg, run_dir, callbacks, recipe=PretrainRecipe())

@@ -379,13 +379,15 @@ def cluster_ranks(processes_per_node: int = 1, num_nodes: int = 1) -> dict:
     ``address``, ``port`` and ``launcher`` (SLURM ``srun``, ``torchrun``, LSF, or the environment variables that
     :func:`launch` or a user set: ``WORLD_SIZE``, ``RANK`` or ``NODE_RANK`` + ``LOCAL_RANK``, ``MASTER_ADDR``,
     ``MASTER_PORT``; without ``WORLD_SIZE``, a ``NODE_RANK`` means ``processes_per_node x num_nodes``)."""
-    from lightning_fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
+    if _cluster_hints():  # Lightning's detectors (a second of imports) only where a cluster launcher may be
+        from lightning_fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
 
-    for cls, name in ((SLURMEnvironment, "SLURM"), (TorchElasticEnvironment, "torchrun"), (LSFEnvironment, "LSF")):
-        if cls.detect():
-            env = cls()
-            return {"world_size": int(env.world_size()), "rank": int(env.global_rank()), "local_rank": int(env.local_rank()),
-                    "address": str(env.main_address), "port": int(env.main_port), "launcher": name}
+        for cls, name in ((SLURMEnvironment, "SLURM"), (TorchElasticEnvironment, "torchrun"), (LSFEnvironment, "LSF")):
+            if cls.detect():
+                env = cls()
+                return {"world_size": int(env.world_size()), "rank": int(env.global_rank()),
+                        "local_rank": int(env.local_rank()), "address": str(env.main_address), "port": int(env.main_port),
+                        "launcher": name}
     local = int(os.environ.get("LOCAL_RANK", 0) or 0)
     node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)) or 0)
     rank = int(os.environ["RANK"]) if os.environ.get("RANK") else node * max(int(processes_per_node), 1) + local
@@ -396,6 +398,12 @@ def cluster_ranks(processes_per_node: int = 1, num_nodes: int = 1) -> dict:
     return {"world_size": world, "rank": rank, "local_rank": local,
             "address": os.environ.get("MASTER_ADDR", "127.0.0.1"), "port": int(os.environ.get("MASTER_PORT", 0) or 0),
             "launcher": "environment"}
+
+
+def _cluster_hints() -> bool:
+    """Whether the environment has a variable of SLURM, LSF (jsrun) or torchrun (each detector needs one)."""
+    return any(k.startswith(("SLURM_", "LSB_", "JSM_")) or k in ("GROUP_RANK", "TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE")
+               for k in os.environ)
 
 
 def join(trainer_cfg: Mapping[str, Any], command: str, run_dir: Path, backend: str = "gloo",

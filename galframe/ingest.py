@@ -66,7 +66,7 @@ def ingest(
                         rejects.append(payload)
                         advance(1, 1)
                     elif kind == "batch":
-                        writer.add(np.stack([c.flux for _, c in payload]), None, [_row(i, c, bands) for i, c in payload])
+                        writer.add(payload.flux, None, [_row(i, c, bands) for i, c in payload])
                         advance(len(payload), 0)
             if writer.n == 0:
                 raise DataError(f"{reader.describe()}: no object could be ingested ({len(rejects)} rejected).")

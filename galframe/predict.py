@@ -46,7 +46,7 @@ from galframe.checkpoints import load_model
 from galframe.errors import ConfigError, DataError, GalframeError
 from galframe.inference import predict_batch, source_hooks
 from galframe.readers.detections import merge_detections, to_source_pixels
-from galframe.stream import ShardSource, event_loader, progress_bar, shard_stream_class
+from galframe.stream import ShardSource, Stages, event_loader, progress_bar, read_ahead, shard_stream_class
 
 
 # -- the model (loaded by galframe.checkpoints.load_model: a run directory, a .ckpt file or a zoo name) ------
@@ -78,6 +78,8 @@ class Predictor:
         keep_parts: bool = False,
         log: Callable[[str], None] = print,
         num_workers: int = 0,
+        stages: Optional[Stages] = None,
+        read_ahead: bool = True,
     ) -> None:
         self.model, self.reader, self.core = model, reader, dict(core)
         self.out = Path(str(out)).expanduser().absolute()
@@ -100,6 +102,9 @@ class Predictor:
         self.bands = list(model.bands)
         self.size = int(model.data_info.image_size)
         self.detect_tasks = source_hooks(model)
+        self.stages = stages or Stages()
+        self.read_ahead = bool(read_ahead)
+        self.reading: Optional[Stages] = None
         self.device = next(iter(model.parameters())).device if any(True for _ in model.parameters()) else "cpu"
 
     # -- one batch ---------------------------------------------------------------------------------------
@@ -107,15 +112,20 @@ class Predictor:
         """(the catalog rows, the detection frames) of a batch of ``(stamp, conformed)``."""
         import torch
 
-        x = torch.from_numpy(np.stack([c.flux for _, c in batch])).to(self.device)
+        lap = self.stages.lap
+        flux = getattr(batch, "flux", None)
+        x = torch.from_numpy(flux if flux is not None else np.stack([c.flux for _, c in batch])).to(self.device)
+        lap("stack")
         cols, dets = predict_batch(self.model, x, self.detect_tasks)
+        lap("network")
         rows = catalog_rows(batch, cols, self.columns)
+        lap("rows")
         return rows, (to_source_pixels(batch, dets, int(self.core.get("rebin", 1) or 1)) if dets else [])
 
     # -- the shards of this process ---------------------------------------------------------------------------
     def _source(self, light: bool) -> ShardSource:
         return ShardSource(self.reader, self.bands, self.size, self.core, self.batch_size, self.strict,
-                            self.rejects_file.name, light)
+                            self.rejects_file.name, light, stages=self.stages)
 
     def _predict_shards(self, todo: Sequence[Any], rank: int, world: int, parts: PartsDir,
                         advance: Callable[[int, int], None]) -> list[str]:
@@ -129,11 +139,17 @@ class Predictor:
             return []
         by_key = {s.key: s for s in mine}
         workers = min(self.num_workers, len(mine))
-        stream = shard_stream_class()(self._source(light=workers > 0), list(todo), rank, world)
-        events = event_loader(stream, workers)
+        ahead = self.read_ahead and not workers
+        source = self._source(light=workers > 0)
+        if ahead:  # the thread reading ahead keeps its own clock: its stages overlap the model's
+            source.stages = self.reading = Stages()
+        stream = shard_stream_class()(source, list(todo), rank, world)
+        events = read_ahead(iter(stream)) if ahead else event_loader(stream, workers)
         pending: dict[str, tuple[list, list, list]] = {}
         finished = []
+        lap = self.stages.lap
         for kind, key, payload in events:
+            lap("wait for workers" if workers else ("wait for reading" if ahead else "read"))
             if kind == "error":
                 raise payload  # strict=true in a worker: the same error as in this process
             if not launcher_alive():
@@ -148,6 +164,7 @@ class Predictor:
                 frames.append(rows)
                 det_frames.extend(dets)
                 advance(len(payload), 0)
+                lap("progress")
             elif kind == "reject":
                 rejects.append(payload)
                 advance(1, 1)
@@ -155,6 +172,7 @@ class Predictor:
                 del pending[key]
                 self._finish_shard(by_key[key], frames, rejects, det_frames, parts, rank, payload.get("worker"))
                 finished.append(key)
+                lap("write parts")
         return finished
 
     def _finish_shard(self, shard: Any, frames: list, rejects: list, det_frames: list, parts: PartsDir,
@@ -191,6 +209,7 @@ class Predictor:
 
         distributed.on_rank_zero(check_out)  # one verdict for all ranks, reported by rank 0
         start_time = time.time()
+        self.stages.lap("set-up")  # since the predictor was made
         self.reader.bind(self.bands, self.size)
         shards = self.reader.shards()
         keys = [s.key for s in shards]
@@ -229,6 +248,7 @@ class Predictor:
             total, completed = sum(s.n for s in shards), sum(s.n for s in shards) - sum(s.n for s in todo)
         else:
             total, completed = sum(s.n for s in mine), 0  # rank 0's bar shows its own share
+        self.stages.lap("list shards")
         with progress_bar(self.progress and rank == 0, total, completed) as advance:
             predicted = self._predict_shards(todo, rank, world, parts, advance)
         distributed.barrier()  # every rank has logged its shards
@@ -244,8 +264,13 @@ class Predictor:
                 shutil.rmtree(parts.root, ignore_errors=True)
             return summary
 
+        self.stages.lap("wait for ranks")
         summary = dict(distributed.on_rank_zero(merge))
-        summary.update(shards=len(shards), skipped_shards=skipped, seconds=round(time.time() - start_time, 2))
+        self.stages.lap("merge")
+        summary.update(shards=len(shards), skipped_shards=skipped, seconds=round(time.time() - start_time, 2),
+                       started_at=start_time, stage_seconds={k: round(v, 4) for k, v in self.stages.seconds.items()})
+        if self.reading is not None:  # read ahead by a thread, overlapping the stages above
+            summary["stage_seconds_read_ahead"] = {k: round(v, 4) for k, v in self.reading.seconds.items()}
         if world > 1:
             summary.update(rank=rank, world_size=world, rank_shards=predicted)
         return summary
@@ -344,8 +369,11 @@ def _predictor(cfg: Mapping[str, Any], device: str, workers: int, rank: int) -> 
     """The model (on ``device``), the reader and the predictor a predict config describes."""
     from galframe.readers import build_reader
 
+    stages = Stages()
     model, ckpt = load_model(cfg.get("ckpt"), device)
+    stages.lap("load model")
     reader, core = build_reader(cfg["data"])
+    stages.lap("reader")
     st = ckpt.stat()
     identity = {"ckpt": str(ckpt.resolve()), "ckpt_stat": [st.st_size, st.st_mtime_ns], "data": cfg["data"]}
     return Predictor(
@@ -360,6 +388,8 @@ def _predictor(cfg: Mapping[str, Any], device: str, workers: int, rank: int) -> 
         keep_parts=bool(cfg.get("keep_parts", False)),
         num_workers=workers,
         log=print if rank == 0 else (lambda s: None),
+        stages=stages,
+        read_ahead=bool(cfg.get("read_ahead", True)),
     )
 
 

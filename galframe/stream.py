@@ -9,10 +9,25 @@ at the first one).  :class:`ShardStream` deals a rank's shards out to DataLoader
 from __future__ import annotations
 
 import os
+import time
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from galframe.errors import DataError, GalframeError
+
+
+class Stages:
+    """Seconds per stage of a streaming run: :meth:`lap` gives the time since the previous lap to a stage
+    (``galframe predict`` reports them in its summary as ``stage_seconds``; a few clock reads per batch)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.last
+        self.last = now
 
 
 class ShardSource:
@@ -24,10 +39,11 @@ class ShardSource:
 
     def __init__(self, reader: Any, bands: Sequence[str], size: int, core: Mapping[str, Any], batch_size: int,
                  strict: bool, rejects_name: str, light: bool = False,
-                 check: Optional[Callable[[Any], Optional[str]]] = None) -> None:
+                 check: Optional[Callable[[Any], Optional[str]]] = None, stages: Optional[Stages] = None) -> None:
         self.reader, self.bands, self.size, self.core = reader, list(bands), int(size), dict(core)
         self.batch_size, self.strict, self.rejects_name, self.light = int(batch_size), bool(strict), rejects_name, light
         self.check = check
+        self.stages = stages or Stages()  # in a DataLoader worker: a copy, not reported
 
     def reject(self, source: str, reason: str, oid: Optional[str], shard: str) -> dict:
         """The reject row of one input (``strict``: the error instead)."""
@@ -38,35 +54,65 @@ class ShardSource:
         return {"shard": shard, "source": source, "id": oid, "reason": reason}
 
     def events(self, shard: Any, worker: Optional[int] = None) -> Iterator[tuple]:
-        from galframe.readers.base import Reject, StampError, conform, scalar_meta
+        from galframe.readers.base import Reject
 
-        key, batch = shard.key, []
+        key, chunk, stamps, lap = shard.key, [], 0, self.stages.lap
         try:
             for item in self.reader.read(shard):
-                if isinstance(item, Reject):
-                    yield ("reject", key, self.reject(item.source, item.reason, item.id, key))
-                    continue
-                try:
-                    conformed = conform(item, self.bands, self.size, **self.core)
-                except StampError as exc:
-                    yield ("reject", key, self.reject(str(item.meta.get("source", "")), str(exc), str(item.id), key))
-                    continue
-                reason = self.check(item) if self.check is not None else None
-                if reason:
-                    yield ("reject", key, self.reject(str(item.meta.get("source", "")), reason, str(item.id), key))
-                    continue
-                batch.append((SimpleNamespace(id=item.id, meta=scalar_meta(item.meta)) if self.light else item, conformed))
-                if len(batch) >= self.batch_size:
-                    yield ("batch", key, batch)
-                    batch = []
+                lap("read")
+                chunk.append(item)
+                stamps += not isinstance(item, Reject)
+                if stamps >= self.batch_size:
+                    yield from self._conformed(chunk, key)
+                    chunk, stamps = [], 0
+            if chunk:
+                yield from self._conformed(chunk, key)
         except GalframeError as exc:
             if worker is None:
                 raise
             yield ("error", key, exc)  # raised again by the predicting process, as itself
             return
-        if batch:
-            yield ("batch", key, batch)
         yield ("end", key, {"worker": worker})
+
+    def _conformed(self, chunk: list, key: str) -> Iterator[tuple]:
+        """The reject events and the batch event of a chunk of read items, in the reader's order."""
+        from dataclasses import replace
+
+        from galframe.readers.base import Reject, _no_sky, conform_many, scalar_meta
+
+        stamps = [item for item in chunk if not isinstance(item, Reject)]
+        results, flux = conform_many(stamps, self.bands, self.size, **self.core)
+        batch, rows, k, row = Batch(), [], 0, 0
+        for item in chunk:
+            if isinstance(item, Reject):
+                yield ("reject", key, self.reject(item.source, item.reason, item.id, key))
+                continue
+            result = results[k]
+            k += 1
+            if isinstance(result, Exception):
+                yield ("reject", key, self.reject(str(item.meta.get("source", "")), str(result), str(item.id), key))
+                continue
+            reason = self.check(item) if self.check is not None else None
+            row += 1
+            if reason:
+                yield ("reject", key, self.reject(str(item.meta.get("source", "")), reason, str(item.id), key))
+                continue
+            rows.append(row - 1)
+            if self.light:  # to another process: the batch's array carries the pixels, once
+                batch.append((SimpleNamespace(id=item.id, meta=scalar_meta(item.meta)), replace(result, flux=None, sky=_no_sky)))
+            else:
+                batch.append((item, result))
+        self.stages.lap("conform")
+        if batch:
+            batch.flux = flux if flux is not None and len(rows) == len(flux) else flux[rows]
+            yield ("batch", key, batch)
+
+
+class Batch(list):
+    """The objects of a batch event, ``[(stamp, conformed), ...]``, with ``flux``: their conformed images as one
+    (n, bands, size, size) float32 array."""
+
+    flux: Any = None
 
 
 def shard_stream_class() -> type:
@@ -110,6 +156,49 @@ def event_loader(stream: Any, workers: int) -> Any:
 
     return DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
                       worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
+
+
+def read_ahead(events: Iterator[tuple], depth: int = 3) -> Iterator[tuple]:
+    """``events`` read ahead by a background thread, up to ``depth`` of them waiting: reading and conforming
+    the next batch overlap the model's pass over this one (torch computes without holding the GIL).  The
+    order is kept; an error in the thread (``strict=true``) is raised here, as itself; closing the iterator
+    stops the thread."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=max(int(depth), 1))
+    stop = threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            for event in events:
+                if not put(("event", event)):
+                    return
+            put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+            put(("error", exc))
+
+    thread = threading.Thread(target=fill, name="galframe-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _as_is(item: Any) -> Any:

@@ -7,11 +7,12 @@ are :class:`~galframe.errors.DataError` s.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -197,12 +198,23 @@ def scalar_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- from a stamp to a model input -------------------------------------------------------------------
+def _no_sky() -> np.ndarray:
+    return np.zeros(0)
+
+
 @dataclass
 class Conformed:
     flux: np.ndarray  # (bands, size, size) float32, bad pixels filled
     n_bad: int  # band-pixels that were NaN/inf, masked, without data (ivar 0) or padding
     offset: tuple[int, int]  # (y, x) of the model input's origin in the stamp's (rebinned) pixels
-    sky_sigma: np.ndarray  # (bands,) noise estimate in nanomaggies (NaN where unknown)
+    #: the per-band noise estimate, measured on first use of :attr:`sky_sigma` (predict never asks for it)
+    sky: Callable[[], np.ndarray] = field(repr=False, compare=False, default=_no_sky)
+
+    @functools.cached_property
+    def sky_sigma(self) -> np.ndarray:
+        """(bands,) noise estimate in nanomaggies (NaN where unknown): from the inverse variance, else the
+        stamp's border (1.4826 x MAD)."""
+        return self.sky()
 
 
 def conform(
@@ -237,21 +249,16 @@ def conform(
     if stamp.mask is not None:
         mask = np.asarray(stamp.mask, dtype=bool)
         bad |= _per_band(mask, index, flux.shape, "mask")
-    sky = np.full(len(index), np.nan, dtype=np.float64)
+    ivar = no_data = None
     if stamp.ivar is not None:
         ivar = _per_band(np.asarray(stamp.ivar, dtype=np.float32), index, flux.shape, "inverse variance")
         with np.errstate(invalid="ignore"):
             no_data = ~(ivar > 0)
         bad |= no_data
-        for k in range(len(index)):
-            good = ivar[k][~no_data[k] & np.isfinite(ivar[k])]
-            if good.size:
-                sky[k] = float(1.0 / np.sqrt(np.median(good)))
     flux, bad = clean_pixels(flux, bad, fill=fill)
     rebin = int(rebin or 1)
     if rebin > 1:
         flux, bad = _rebin(flux, bad, rebin)
-        sky = sky * rebin  # the noise of a sum of rebin^2 independent pixels
     flux, bad, offset = _fit(flux, bad, int(size), fit)
     n_bad = int(bad.sum())
     if n_bad > float(max_bad_fraction) * bad.size:
@@ -259,10 +266,85 @@ def conform(
             f"{n_bad} of {bad.size} pixel values ({100.0 * n_bad / bad.size:.0f}%) are NaN/inf, masked or "
             f"without data (data.max_bad_fraction={max_bad_fraction})"
         )
-    for k in range(len(index)):
+    return Conformed(flux=flux, n_bad=n_bad, offset=offset,
+                     sky=functools.partial(_sky_sigma, flux, bad, ivar, no_data, rebin))
+
+
+def conform_many(stamps: Sequence[Stamp], bands: Sequence[str], size: int, fit: str = "crop", rebin: int = 1,
+                 fill: str = "zero", max_bad_fraction: float = 0.5) -> tuple[list, Optional[np.ndarray]]:
+    """:func:`conform` over a list of stamps: ([a Conformed or the StampError, per stamp], the conformed fluxes of
+    the kept stamps stacked (n_kept, bands, size, size), or None if none is kept).  The usual case, stamps of one
+    layout (same bands, shape, no mask or inverse variance, ``rebin=1``), is conformed as one array; any other
+    stamp one by one, with the same result either way.  The Conformed fluxes are views of the stack."""
+    from galframe.data.scaling import FILLS
+
+    check_choice("data.fit", fit, FITS)
+    check_choice("data.fill", fill, FILLS)
+    results: list = [None] * len(stamps)
+    fast: list[int] = []
+    stack = None
+    if stamps and int(rebin or 1) == 1:
+        have, shape = tuple(str(b) for b in stamps[0].bands), np.shape(stamps[0].flux)
+        if len(shape) == 3 and shape[0] == len(have) and all(b in have for b in bands):
+            fast = [i for i, st in enumerate(stamps) if st.mask is None and st.ivar is None
+                    and tuple(str(b) for b in st.bands) == have and np.shape(st.flux) == shape]
+    if len(fast) > 1:
+        try:
+            stack, n_bad, bad, offset = _conform_stack([stamps[i] for i in fast], have, bands, size, fit, fill)
+        except StampError:
+            fast = []  # every stamp fails alike: conform says why, one by one
+    limit = float(max_bad_fraction) * (len(bands) * size * size)
+    kept_fast = []
+    if len(fast) > 1 and stack is not None:
+        for j, i in enumerate(fast):
+            if n_bad[j] <= limit:  # too many bad pixels: conform words the rejection below
+                results[i] = Conformed(flux=stack[j], n_bad=int(n_bad[j]), offset=offset,
+                                       sky=functools.partial(_sky_sigma, stack[j], bad[j], None, None, 1))
+                kept_fast.append(j)
+    for i, st in enumerate(stamps):
+        if results[i] is None:
+            try:
+                results[i] = conform(st, bands, size, fit=fit, rebin=rebin, fill=fill, max_bad_fraction=max_bad_fraction)
+            except StampError as exc:
+                results[i] = exc
+    ok = [r for r in results if isinstance(r, Conformed)]
+    if not ok:
+        return results, None
+    if stack is not None and len(kept_fast) == len(ok) == len(stack):
+        return results, stack  # every stamp on the one-array path and kept: the stack is the batch
+    return results, np.stack([r.flux for r in ok])
+
+
+def _conform_stack(stamps: Sequence[Stamp], have: tuple, bands: Sequence[str], size: int, fit: str,
+                   fill: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """(flux, n_bad per stamp, bad, offset) of stamps of one layout, as one (n, bands, size, size) array."""
+    from galframe.data.scaling import clean_pixels
+
+    index = [have.index(b) for b in bands]
+    flux = np.stack([np.asarray(st.flux, dtype=np.float32) for st in stamps])
+    if index != list(range(len(have))):
+        flux = flux[:, index]
+    bad = ~np.isfinite(flux)
+    dirty = np.flatnonzero(bad.any(axis=(1, 2, 3)))
+    for j in dirty:  # NaN/inf pixels: filled as conform fills them
+        flux[j], bad[j] = clean_pixels(flux[j], bad[j], fill=fill)
+    flux, bad, offset = _fit(flux, bad, int(size), fit)
+    return flux, bad.sum(axis=(1, 2, 3)), bad, offset
+
+
+def _sky_sigma(flux: np.ndarray, bad: np.ndarray, ivar: Optional[np.ndarray], no_data: Optional[np.ndarray],
+               rebin: int) -> np.ndarray:
+    """Per band: 1 / sqrt(median inverse variance) of the pixels with data (times ``rebin``: the noise of a sum
+    of rebin^2 pixels), else the conformed stamp's border noise."""
+    sky = np.full(flux.shape[0], np.nan, dtype=np.float64)
+    for k in range(flux.shape[0]):
+        if ivar is not None and no_data is not None:
+            good = ivar[k][~no_data[k] & np.isfinite(ivar[k])]
+            if good.size:
+                sky[k] = float(1.0 / np.sqrt(np.median(good))) * rebin
         if not np.isfinite(sky[k]):
             sky[k] = robust_sky_sigma(flux[k], bad[k])
-    return Conformed(flux=flux, n_bad=n_bad, offset=offset, sky_sigma=sky)
+    return sky
 
 
 def _per_band(arr: np.ndarray, index: list[int], shape: tuple, what: str) -> np.ndarray:
@@ -287,7 +369,8 @@ def _rebin(flux: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
 
 
 def _fit(flux: np.ndarray, bad: np.ndarray, size: int, fit: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    _, h, w = flux.shape
+    """Cut or pad the last two axes of ``flux`` and ``bad`` (one stamp, or a stack of stamps) to ``size``."""
+    h, w = flux.shape[-2:]
     if (h, w) == (size, size):
         return flux, bad, (0, 0)
     if fit == "exact":
@@ -295,13 +378,13 @@ def _fit(flux: np.ndarray, bad: np.ndarray, size: int, fit: str) -> tuple[np.nda
     if (h < size or w < size) and fit == "crop":
         raise StampError(f"stamp is {h}x{w} pixels, smaller than the model's {size}x{size} (data.fit=pad pads it)")
     oy, ox = (h - size) // 2, (w - size) // 2  # negative: padding
-    out = np.zeros((flux.shape[0], size, size), dtype=np.float32)
-    out_bad = np.ones((flux.shape[0], size, size), dtype=bool)
+    out = np.zeros((*flux.shape[:-2], size, size), dtype=np.float32)
+    out_bad = np.ones((*flux.shape[:-2], size, size), dtype=bool)
     ys, xs = max(oy, 0), max(ox, 0)
     yd, xd = max(-oy, 0), max(-ox, 0)
     hh, ww = min(h - ys, size - yd), min(w - xs, size - xd)
-    out[:, yd : yd + hh, xd : xd + ww] = flux[:, ys : ys + hh, xs : xs + ww]
-    out_bad[:, yd : yd + hh, xd : xd + ww] = bad[:, ys : ys + hh, xs : xs + ww]
+    out[..., yd : yd + hh, xd : xd + ww] = flux[..., ys : ys + hh, xs : xs + ww]
+    out_bad[..., yd : yd + hh, xd : xd + ww] = bad[..., ys : ys + hh, xs : xs + ww]
     return out, out_bad, (oy, ox)
 
 

@@ -63,10 +63,9 @@ class DatasetReader(Reader):
         except (OSError, KeyError) as exc:
             yield Reject(source=file, reason=f"cannot read rows {start}..{stop} ({exc})")
             return
-        catalog = self._catalog(s, start, stop)
+        catalog = self._catalog(s, start, stop).drop(columns=["shard", "id"], errors="ignore")
+        rows = dict(zip(catalog.index.tolist(), catalog.to_dict("records")))  # one conversion per shard
         for k in range(stop - start):
-            row = catalog.loc[start + k].to_dict() if (start + k) in catalog.index else {}
-            row.pop("shard", None)
-            row.pop("id", None)
+            row = rows.get(start + k, {})
             meta = {"ra": float("nan"), "dec": float("nan"), **row, "source": file, "row": start + k}
             yield Stamp(id=str(int(ids[k])), flux=images[k], bands=self.bands, meta=meta)

@@ -81,7 +81,8 @@ def run(cfg: Any, run_dir: Any) -> dict:
         elif name == "throughput":
             from galframe_bench.throughput import run as throughput
 
-            throughput(p["throughput"], out / "throughput", "cuda" if trainer == "gpu" else "cpu")
+            throughput(p["throughput"], out / "throughput", "cuda" if trainer == "gpu" else "cpu",
+                       headline=out.parent / "headline.json" if p["throughput"].get("headline", True) else None)
         timings[name] = round(time.perf_counter() - start, 1)
         print(f"== {name}: {timings[name]:.0f} s", flush=True)
     write_report(out, profile, _machine(trainer), timings)
@@ -100,7 +101,7 @@ def write_report(out: Path, profile: str, machine: str, timings: Mapping[str, fl
                 ("Detection (detect)", "detect", ["results.md"], ["completeness.png", "overlays.png"]),
                 ("Restoration and parameters against classical methods (restore, params)", "classical", ["classical.md"],
                  ["regress_scatter.png", "restore_examples.png"]),
-                ("Throughput", "throughput", ["throughput.md"], ["throughput.png"])]
+                ("Throughput", "throughput", ["throughput.md", "profile.md"], ["throughput.png", "profile.png"])]
     for title, sub, tables, plots in sections:
         d = out / sub
         if not d.is_dir():

@@ -149,11 +149,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _step_clock(skip: int) -> Any:
+def _step_clock() -> Any:
     import pytorch_lightning as pl
 
     class StepClock(pl.Callback):
-        """Times training steps from the end of step ``skip`` (the first steps warm up) to the last."""
+        """The end time of every training step (:func:`_rate` skips the first ones, which warm up)."""
 
         def __init__(self) -> None:
             self.ends: list[float] = []
@@ -183,7 +183,7 @@ def _train(backbone: str, root: Path, batch: int, steps: int, skip: int, bare: b
     if not bare:
         from galframe.train import run
 
-        clock = _step_clock(skip)
+        clock = _step_clock()
         with tempfile.TemporaryDirectory() as tmp:
             run(cfg, Path(tmp), callbacks=[clock])
         return {"steps": len(clock.ends), "steps_per_s": _rate(clock.ends, skip)}
@@ -197,7 +197,7 @@ def _train(backbone: str, root: Path, batch: int, steps: int, skip: int, bare: b
     augment = dict(model.config.get("augment") or {})
     ends: list[float] = []
     while len(ends) < steps:
-        for step, batch in enumerate(dm.train_dataloader()):
+        for batch in dm.train_dataloader():
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             if any(augment.values()):
                 batch = augment_batch(batch, augment, torch.Generator().manual_seed(len(ends)))

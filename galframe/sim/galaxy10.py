@@ -31,6 +31,9 @@ seeing each feature with a probability set by its signal-to-noise after the PSF 
 noise and a perceptual contrast floor).  ``class`` is the majority-vote Galaxy10 class
 (``votes.galaxy10_label``); ``true_class`` the physical one.  Every object's randomness comes
 only from ``(seed, i)``.
+
+Rare objects (``sim.rare``, off by default): strong-lens arcs around ellipticals, ring galaxies and
+polar rings injected at set rates, flagged in the ``rare`` column (:mod:`galframe.sim.rare`).
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from galframe.sim import desi, votes
+from galframe.sim import desi, rare, votes
 from galframe.sim.galaxy10_config import (  # noqa: F401  (the generator's settings, importable from here)
     BANDS, BARRED, CIGAR, CLASSES, DEFAULTS, DISTURBED, EDGE_BULGE, EDGE_NO_BULGE, IN_BETWEEN, LOOSE, MERGING, ROUND,
     SIZE_FACTOR, TIGHT, VERSION, resolve, vote_schema,
@@ -375,6 +378,9 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
     scene = _Scene(galsim, gsp, spec, list(cfg["bands"]), int(cfg["image_size"]), float(spec["pixel_scale"]),
                    float(spec["zeropoint"]))
     rng, gs_seed, pop = _start(cfg, i)
+    kind, rare_rng = rare.pick(cfg["seed"], i, spec.get("rare"))
+    if kind:  # its own random stream: the main one, hence every other object, is as without sim.rare
+        pop = rare.host_population(kind, rare_rng)
     ctx = desi._Ctx(rng, galsim.BaseDeviate(gs_seed), galsim, gsp, spec)
     _conditions(rng, scene)
     mag_r = _sample_mag(rng, spec["mag_r"])
@@ -386,6 +392,11 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
     parts = _assemble(ctx, scene, pop, p, comps, companion, h)
     extra, nb, hn, star_mag, star_pos = _contaminants(ctx, scene, mag_r, h)
     fluxes, totals, mags = _band_fluxes(parts, mag_r, scene.zp)
+    rare_truth = None
+    if kind:
+        light, rare_truth = rare.rare_light(galsim, gsp, rare_rng, kind, spec["rare"], h, float(p["pa"]), float(totals[1]),
+                                            scene.size * scene.scale)
+        extra.append(light)
     groups, conv = _observed_groups(scene, parts, fluxes)
     # PSF-free truth: each unit-flux component once, 2x oversampled, then combined
     clean, hlr = desi.clean_truth(parts, fluxes, scene.bands, spec, scene.size, scene.scale, offset, gsp)
@@ -410,6 +421,8 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
     row.update({c: int(counts[c]) for c in votes.columns()})
     row.update(_truth_row(p, h, hlr, mags, bulge_r / float(totals[1]), companion, nb, star_mag, star_pos))
     row.update(_conditions_row(scene, conv, seen))
+    if spec.get("rare"):
+        row.update(rare.columns(kind, rare_truth))
     return image.astype(np.float32), clean.astype(np.float32), row
 
 

@@ -7,7 +7,7 @@ import math
 from typing import Any, Mapping, Optional
 
 from galframe.errors import ConfigError
-from galframe.sim import merge_settings, number_in, votes
+from galframe.sim import merge_settings, number_in, rare, votes
 from galframe.sim.votes import GALAXY10
 
 CLASSES = GALAXY10
@@ -113,10 +113,13 @@ def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any
     """The generator settings with defaults filled in, validated; raises ConfigError naming the key."""
     sim = dict(sim or {})
     given = sim.pop("version", VERSION)  # a resolved spec (e.g. from a manifest) may carry it
+    rare_spec = rare.resolve(sim.pop("rare", None))
     if given != VERSION:
         raise ConfigError(f"sim.version {given!r}: this galaxy10 generator is version {VERSION}; leave sim.version out.")
     spec = _merge(DEFAULTS, sim, "sim")
     spec["version"] = VERSION
+    if rare_spec is not None:  # only when on: the settings (and the cache key) without it are unchanged
+        spec["rare"] = rare_spec
     _check_classes(spec)
     _check_bands(spec, bands)
     _check_population(spec)

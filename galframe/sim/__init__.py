@@ -6,7 +6,9 @@ GalSim is imported only when drawing starts.
 
 ``sim.generator`` names a plugin of kind ``simulation`` (entry point ``simulation.<name>``, a module or
 object with ``resolve(sim, bands)``, ``simulate_range(cfg, start, stop)`` and optionally
-``vote_schema(spec)``); galframe ships ``desi``, ``galaxy10`` and ``fields``.
+``vote_schema(spec)`` and ``side_writer(directory, run)``: what it writes beside the shards, an object whose
+``add(rows)`` takes its entries out of the rows and whose ``close()`` finishes its files); galframe ships
+``desi``, ``galaxy10``, ``fields`` and ``multimodal``.
 """
 from __future__ import annotations
 
@@ -239,18 +241,24 @@ def simulate(
         TimeRemainingColumn(),
     )
     start = time.perf_counter()
+    side_writer = getattr(_generator(str(spec.get("generator", "desi"))), "side_writer", None)
+    side = side_writer(writer.tmp_dir, run) if side_writer is not None else None
     with writer, Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(f"simulating {run['name']}", total=n, rate="")
         done = 0
         results = _results(run, chunks, workers)
         try:
             for _, images, clean, rows in results:
+                if side is not None:
+                    rows = side.add(rows)  # the generator's files beside the shards (e.g. spectra)
                 writer.add(images, clean, rows)
                 done += len(rows)
                 rate = done / max(time.perf_counter() - start, 1e-9)
                 bar.update(task, completed=done, rate=f"{rate:.0f} stamps/s")
         finally:
             results.close()  # stops the pool at once if anything went wrong
+            if side is not None:
+                side.close()
         path = writer.close()
     return path
 

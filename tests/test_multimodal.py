@@ -170,3 +170,14 @@ def test_results_do_not_depend_on_workers_and_bad_settings_are_named(tmp_path):
                                    photometry={"bands": ["W3"], "depth": {"W3": 18}, "missing": {"W3": 0.0}}))
     with pytest.raises(ConfigError, match="only in bands"):
         resolve_config({**shipped_cfg(2), "bands": ["g", "W1"]})
+
+
+def test_the_catalog_alone_has_the_dataset_values(mm_dataset):
+    cat = pd.read_parquet(mm_dataset / "catalog.parquet")
+    alone = multimodal.simulate_catalog(shipped_cfg(160, photometry={
+        "bands": ["g", "r", "z", "W1", "W2"], "depth": {"g": 24.5, "r": 23.9, "z": 23.0, "W1": 21.0, "W2": 20.3},
+        "missing": {"g": 0.0, "r": 0.0, "z": 0.0, "W1": 0.5, "W2": 0.15}}), n=40)
+    assert len(alone) == 40
+    for col in alone.columns:
+        numeric = alone[col].dtype.kind == "f"
+        assert np.array_equal(alone[col].to_numpy(), cat[col].to_numpy()[:40], equal_nan=numeric), col

@@ -240,6 +240,55 @@ def observe_spectrum(rng: np.random.Generator, spec: Mapping[str, Any], total: A
     return {"flux": flux.astype(np.float32), "ivar": ivar.astype(np.float32), "mask": mask.astype(np.uint8)}
 
 
+@dataclass
+class Galaxy:
+    """One object's SED side: its class, SEDs (observed frame; rest-frame total of unit r flux) and the truth
+    and photometry catalog columns (which need no drawing)."""
+
+    cls: int
+    name: str
+    z: float
+    bulge_fraction: float
+    sed_bulge: Any
+    sed_disk: Any
+    total: Any
+    row: dict
+
+
+def _streams(cfg: Mapping[str, Any], i: int) -> list[np.random.Generator]:
+    """Object ``i``'s independent random streams: (galaxy, image, photometry, spectrum), from (seed, i) only, so
+    the catalog columns do not depend on whether images are drawn."""
+    root = np.random.SeedSequence([int(cfg["seed"]), int(i), 22])
+    return [np.random.default_rng(s) for s in root.spawn(4)]
+
+
+def galaxy(cfg: Mapping[str, Any], i: int, with_spectrum: bool = True) -> Galaxy:
+    """Object ``i`` without its images: SED type, redshift, SEDs, truth, photometry and (``row["spectrum"]``,
+    when ``with_spectrum``) the observed spectrum or None."""
+    spec = cfg["sim"]
+    rng, _, rng_phot, rng_spec = _streams(cfg, i)
+    cls = int(rng.choice(len(CLASSES), p=spec["class_fractions"]))
+    name = CLASSES[cls]
+    mag_r, z, b = _sed_setup(rng, spec, name)
+    sed_bulge, sed_disk, total, rest = galaxy_seds(spec, name, b, z, mag_r)
+    abs_r = mag_r - seds.luminosity_distance_modulus(z) - seds.k_correction(rest, z, "r", spec["filters"])
+    ml = b * 10.0 ** float(spec["log_ml_r"]["E"]) + (1.0 - b) * 10.0 ** float(spec["log_ml_r"][disk_template(name)])
+    has_spec = bool(rng.random() < float(spec["spectrum"]["fraction"]))
+    ra_lo, ra_hi = spec["sky"]["ra"]
+    dec_lo, dec_hi = spec["sky"]["dec"]
+    sin_dec = rng.uniform(math.sin(math.radians(dec_lo)), math.sin(math.radians(dec_hi)))
+    row: dict[str, Any] = {"class": cls, "class_name": name, "z": z, "log_mstar": -0.4 * (abs_r - 4.65) + math.log10(ml),
+                           "abs_mag_r": abs_r, "bulge_to_total": b}
+    true_mags, phot_cols = _photometry(rng_phot, spec, total)
+    for band, mag in true_mags.items():
+        row[f"mag_{band}"] = mag
+    row.update(phot_cols)
+    row.update(ra=float(rng.uniform(ra_lo, ra_hi)), dec=math.degrees(math.asin(sin_dec)))
+    if with_spectrum:
+        row["spectrum"] = observe_spectrum(rng_spec, spec, total) if has_spec else None
+    return Galaxy(cls, name, z, b, sed_bulge, sed_disk, total, row)
+
+
 def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Image, clean image (float32 (bands, H, W)) and catalog row of object ``i``; the row's ``spectrum`` is
     the observed spectrum (``observe_spectrum``) or None."""
@@ -249,59 +298,54 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
     bands = list(cfg["bands"])
     size, scale = int(cfg["image_size"]), float(spec["pixel_scale"])
     gsp = _gsparams(galsim)
-    rng = np.random.default_rng(np.random.SeedSequence([int(cfg["seed"]), int(i), 22]))
-    cls = int(rng.choice(len(CLASSES), p=spec["class_fractions"]))
-    name = CLASSES[cls]
-    mag_r, z, b = _sed_setup(rng, spec, name)
-    sed_bulge, sed_disk, total, rest = galaxy_seds(spec, name, b, z, mag_r)
-    profiles, truth = _structure(rng, spec, name, z, galsim, gsp)
+    gal = galaxy(cfg, i)
+    rng = _streams(cfg, i)[1]
+    profiles, truth = _structure(rng, spec, gal.name, gal.z, galsim, gsp)
     offset = rng.uniform(-0.5, 0.5, size=2)
 
     seeing = float(np.clip(math.exp(rng.normal(0.0, float(spec["psf"]["seeing_scatter"]))), 0.5, 2.0))
-    chromatic = [profiles[k] * s for k, s in (("bulge", sed_bulge), ("disk", sed_disk)) if s is not None]
-    gal = chromatic[0] if len(chromatic) == 1 else galsim.Add(chromatic)
+    chromatic = [profiles[k] * s for k, s in (("bulge", gal.sed_bulge), ("disk", gal.sed_disk)) if s is not None]
+    model = chromatic[0] if len(chromatic) == 1 else galsim.Add(chromatic)
     draw = dict(nx=size, ny=size, scale=scale, offset=(float(offset[0]), float(offset[1])))
     image = np.empty((len(bands), size, size))
     fwhm, sigma = {}, {}
-    band_flux = {}
     for k, band in enumerate(bands):
         bp = seds.bandpass(band, spec["filters"])
         fwhm[band] = float(spec["psf"]["fwhm"][band]) * seeing
         depth = float(spec["depth"][band]) + float(rng.normal(0.0, float(spec["depth_scatter"])))
         sigma[band] = sky_sigma(depth, fwhm[band], scale, float(spec["zeropoint"]))
         psf = galsim.Moffat(beta=float(spec["psf"]["beta"]), fwhm=fwhm[band], trunc=float(spec["psf"]["trunc"]) * fwhm[band], gsparams=gsp)
-        image[k] = galsim.Convolve(gal, psf, gsparams=gsp).drawImage(bp, **draw).array * seds.to_nanomaggies(bp)
-    for band in BANDS:
+        image[k] = galsim.Convolve(model, psf, gsparams=gsp).drawImage(bp, **draw).array * seds.to_nanomaggies(bp)
+    fluxes = np.zeros((2, len(BANDS)))
+    for j, band in enumerate(BANDS):
         bp = seds.bandpass(band, spec["filters"])
-        band_flux[band] = [seds.nanomaggies(s.calculateFlux(bp), bp) if s is not None else 0.0 for s in (sed_bulge, sed_disk)]
-    parts = [_Part(profiles["bulge"], b, True), _Part(profiles["disk"], 1.0 - b, False)]
-    fluxes = np.array([[band_flux[band][j] for band in BANDS] for j in range(2)])
+        for m, part in enumerate((gal.sed_bulge, gal.sed_disk)):
+            fluxes[m, j] = seds.nanomaggies(part.calculateFlux(bp), bp) if part is not None else 0.0
+    parts = [_Part(profiles["bulge"], gal.bulge_fraction, True), _Part(profiles["disk"], 1.0 - gal.bulge_fraction, False)]
     clean, hlr = clean_truth(parts, fluxes, bands, spec, size, scale, offset, gsp)
     image = image + rng.standard_normal(image.shape) * np.array([sigma[b] for b in bands])[:, None, None]
 
-    true_mags, phot_cols = _photometry(rng, spec, total)
-    k_r = seds.k_correction(rest, z, "r", spec["filters"])
-    abs_r = mag_r - seds.luminosity_distance_modulus(z) - k_r
-    ml = b * 10.0 ** float(spec["log_ml_r"]["E"]) + (1.0 - b) * 10.0 ** float(spec["log_ml_r"][disk_template(name)])
-    has_spec = bool(rng.random() < float(spec["spectrum"]["fraction"]))
-    spectrum = observe_spectrum(rng, spec, total) if has_spec else None
-    ra_lo, ra_hi = spec["sky"]["ra"]
-    dec_lo, dec_hi = spec["sky"]["dec"]
-    sin_dec = rng.uniform(math.sin(math.radians(dec_lo)), math.sin(math.radians(dec_hi)))
-
-    row: dict[str, Any] = {"class": cls, "class_name": name, "z": z, "log_mstar": -0.4 * (abs_r - 4.65) + math.log10(ml),
-                           "abs_mag_r": abs_r, "bulge_to_total": b}
+    row = dict(gal.row)
     row.update(sersic_n=truth["sersic_n"], half_light_radius=hlr, axis_ratio=truth["axis_ratio"], position_angle=truth["position_angle"])
-    for band, mag in true_mags.items():
-        row[f"mag_{band}"] = mag
-    row.update(phot_cols)
     for band in bands:
         row[f"psf_fwhm_{band}"] = fwhm[band]
     for band in bands:
         row[f"sky_sigma_{band}"] = sigma[band]
-    row.update(offset_x=float(offset[0]), offset_y=float(offset[1]), ra=float(rng.uniform(ra_lo, ra_hi)),
-               dec=math.degrees(math.asin(sin_dec)), spectrum=spectrum)
+    row.update(offset_x=float(offset[0]), offset_y=float(offset[1]))
     return image.astype(np.float32), clean.astype(np.float32), row
+
+
+def simulate_catalog(cfg: Mapping[str, Any], n: Optional[int] = None) -> Any:
+    """The truth and photometry columns of objects ``0 .. n-1`` (default ``data.n``) of the data config ``cfg``
+    as a pandas DataFrame, without drawing images or spectra: the same values as the simulated dataset's
+    catalog (``id`` is the object number), at a few milliseconds an object."""
+    import pandas as pd
+
+    from galframe.sim import resolve_config
+
+    run = resolve_config(cfg)
+    rows = [{"id": i, **galaxy(run, i, with_spectrum=False).row} for i in range(int(run["n"] if n is None else n))]
+    return pd.DataFrame(rows)
 
 
 def simulate_range(cfg: Mapping[str, Any], start: int, stop: int) -> tuple[int, np.ndarray, np.ndarray, list[dict]]:

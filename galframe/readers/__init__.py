@@ -8,6 +8,7 @@
 ``reader.image``          PNG / JPEG images (one per object, or tiled)
 ``reader.mosaic``         large FITS mosaics with a WCS, tiled with overlap or cut at catalog centres
 ``reader.dataset``        a galframe dataset directory (simulated or ingested)
+``reader.join``           another reader's cutouts joined with a catalog (by id or sky position) and spectra
 ========================  ==============================================================
 
 Configs live in ``conf/reader/`` and are selected with ``data=<name>`` by ``galframe predict`` and

@@ -197,3 +197,24 @@ def test_bad_catalogs_and_settings_are_named(files):
         JoinReader(catalog=str(files["catalog"]))
     with pytest.raises(ConfigError, match="data.radius"):
         join(files, radius=0)
+
+
+def test_ingest_through_the_shipped_config(files):
+    import yaml
+
+    from galframe.ingest import ingest
+    from galframe.readers import build_reader
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "reader" / "join.yaml").read_text())
+    catalog = files["tmp"] / "with_id.csv"
+    pd.read_csv(files["catalog"]).rename(columns={"objid": "id"}).to_csv(catalog, index=False)
+    cfg["cutouts"]["path"] = str(files["cutouts"])
+    cfg.update(catalog=str(catalog), unmatched="reject")
+    reader, core = build_reader(cfg)
+    out = files["tmp"] / "joined"
+    summary = ingest(reader, core, out, bands=["g", "r", "z"], image_size=16, progress=False, log=lambda s: None)
+    assert summary["n"] == 3 and summary["rejects"] == 2
+    table = pd.read_parquet(out / "catalog.parquet").set_index("source_id")
+    assert table.loc[["c0", "c1", "c4"], "catalog_id"].tolist() == [102, 101, 104]  # the catalog's id, not the dataset's
+    assert table["photo_z"].tolist() == pytest.approx([0.2, 0.1, 0.4])
+    assert pd.read_csv(out / "rejects.csv")["reason"].str.contains("no catalog row within 1 arcsec").all()

@@ -11,7 +11,8 @@ each of its objects is paired with one row of ``catalog`` (CSV, Parquet or a FIT
 and, when ``spectra`` names a FITS file (layouts in docs/data.md, "Catalogs and spectra joined to cutouts"),
 with the spectrum of the same id (the object's id, or with ``by: sky`` the matched row's ``id_column``).
 
-Each object carries the row's ``columns`` (prefixed ``catalog_`` where a name is taken), ``catalog_row``
+Each object carries the row's ``columns`` (prefixed ``catalog_`` where a name is taken: the object's own metadata,
+``id`` and the other columns the pipeline writes, :data:`TAKEN`), ``catalog_row``
 (-1: no match), ``match_sep_arcsec`` (``by: sky``), ``has_spectrum`` and, outside the written catalog,
 ``meta["spectrum"]`` = ``{"wavelength" (nm), "flux", "ivar", "mask" (bool, True = bad)}``.  An object without
 a match is kept with ``catalog_row = -1`` (``unmatched: keep``) or is a reject naming why
@@ -31,6 +32,10 @@ from galframe.readers.base import Reader, Reject, Shard, Stamp, file_stat, finge
 
 ID_COLUMNS = ("id", "objid", "targetid", "source_id", "iauname")
 SPECTRA_ID_COLUMNS = ("ID", "TARGETID", "OBJID", "SOURCE_ID")
+#: column names the pipeline writes itself (compared in lower case): a catalog column of one of these names is
+#: carried as ``catalog_<name>``
+TAKEN = ("id", "shard", "index", "source", "source_id", "class", "class_name", "n_bad_pixels", "catalog_row",
+         "match_sep_arcsec", "has_spectrum", "spectrum")
 WAVE_UNITS = {"angstrom": 0.1, "a": 0.1, "aa": 0.1, "nm": 1.0, "nanometer": 1.0, "um": 1000.0, "micron": 1000.0}
 
 
@@ -376,7 +381,7 @@ class JoinReader(Reader):
             if self.by == "sky":
                 item.meta["match_sep_arcsec"] = float(seps[k])
             for key, value in at.get(k, {}).items():
-                name = key if key not in item.meta else f"catalog_{key}"
+                name = key if key not in item.meta and str(key).lower() not in TAKEN else f"catalog_{key}"
                 item.meta[name] = value.item() if isinstance(value, np.generic) else value
             if self.spectra is not None:
                 spectrum_id = str(item.id) if self.by == "id" else (self.cat_ids[row] if row >= 0 else None)

@@ -172,3 +172,64 @@ def test_bad_input_gives_one_line_errors(index_dir, tmp_path) -> None:
                          capture_output=True, text=True, cwd=str(ROOT), timeout=120)
     assert run.returncode != 0 and "no such index directory" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+
+def test_index_from_vectors_searches_like_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    index = Index.from_vectors(x, pd.DataFrame({"id": [f"o{i}" for i in range(60)]}))
+    assert len(index) == 60 and index.meta["kind"] == "flat"
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = xn @ xn[7]
+    sims[7] = -np.inf
+    assert index.similar("o7", k=5)["id"].tolist() == [f"o{i}" for i in np.argsort(-sims)[:5]]
+    with pytest.raises(DataError, match="one row per vector"):
+        Index.from_vectors(x, pd.DataFrame({"id": range(10)}))
+
+TINY = {"n": 400, "rare": {"lens": 0.03, "ring": 0.01}, "seeds": [0, 1], "n_queries": 40, "known": 3, "top": 20,
+        "rounds": 2, "per_round": 8, "pca_fit": 400, "scale_n": 60000, "n_latency": 20, "workers": 2}
+
+
+def test_bench_search_suite_on_a_tiny_profile(cache_dir, tmp_path) -> None:
+    """galframe bench search through the bench's dispatch: the headline schema, sane values, the files, the
+    simulated person's scores going through the anomaly module's scores path."""
+    from galframe_bench.cli import run
+
+    out = tmp_path / "results" / "bench_tiny"
+    cfg = {"suite": "search", "profile": "tiny", "profiles": {"tiny": {"search": TINY}}, "out": str(out),
+           "weights": MODEL, "trainer": "cpu", "paths": {"runs": str(tmp_path / "runs")}}
+    run(cfg, tmp_path / "run")
+    headline = json.loads((tmp_path / "results" / "headline.json").read_text())["search"]
+    assert set(headline) == {"precision_at_10", "lens_recall_at_100", "anomaly_recall_top1pct", "query_ms_at_1M"}
+    assert set(headline["precision_at_10"]) == {"lvm", "resnet18_random", "pca"}
+    assert set(headline["anomaly_recall_top1pct"]) == {"unsupervised", "after_3_rounds"}
+    result = json.loads((out / "search" / "search.json").read_text())
+    chance = result["data"]["chance_precision"]
+    assert all(0.0 <= v <= 1.0 for v in headline["precision_at_10"].values())
+    assert headline["precision_at_10"]["lvm"] > chance  # the pretrained embedding groups classes
+    n_lenses = result["data"]["n_lenses"]
+    assert n_lenses > TINY["known"] and result["lenses_from_examples"]["other_lenses"] == n_lenses - TINY["known"]
+    for m in ("lvm", "resnet18_random", "pca"):
+        found = result["lenses_from_examples"][m]["lenses_in_top"]["per_seed"]
+        assert len(found) == 2 and all(0 <= f <= n_lenses - TINY["known"] for f in found)
+        lo, hi = result["precision_at_10"][m]["ci95"]
+        assert lo <= result["precision_at_10"][m]["mean"] <= hi
+    anomaly = result["anomaly"]
+    assert anomaly["top"] == 4 and len(anomaly["recall_per_round"]) == 2 and len(anomaly["recall_per_round"][0]) == 2
+    assert 0.0 <= headline["anomaly_recall_top1pct"]["unsupervised"] <= 1.0
+    assert 0.0 <= headline["anomaly_recall_top1pct"]["after_3_rounds"] <= 1.0
+    # the person's scores: 2 rounds x 8 objects, 5 exactly for the lenses, passed to rank as a table
+    scores = pd.read_csv(out / "search" / "scores-seed0.csv")
+    catalog = pd.read_parquet(Path(result["data"]["path"]) / "catalog.parquet").set_index("id")
+    assert len(scores) == 16 and scores["id"].is_unique and set(scores["score"]) <= {0.0, 5.0}
+    assert ((scores["score"] == 5) == (catalog.loc[scores["id"], "rare"].to_numpy() == "lens")).all()
+    assert anomaly["found_by_person"][0] == int((scores["score"] == 5).sum())
+    scale = result["scale"]
+    assert scale["n"] == 60000 and scale["kind"] == "ivf" and scale["build_s"] > 0 and scale["index_mb"] > 0
+    assert 0 < headline["query_ms_at_1M"] == pytest.approx(scale["query_ms"], abs=1e-3)
+    assert 0.5 <= scale["recall_at_10_vs_exact"] <= 1.0
+    assert (out / "search" / "examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert "Similarity search and anomaly ranking" in report and "search/examples.png" in report
+    assert "precision@10" in (out / "search" / "search.md").read_text()

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from galframe.api import Command
 from galframe.errors import ConfigError
 
-SUITES = ("fewshot", "detect", "restore", "params", "throughput")
+SUITES = ("fewshot", "detect", "restore", "params", "throughput", "search")
 
 
 def _trainer(spec: str) -> str:
@@ -83,6 +83,11 @@ def run(cfg: Any, run_dir: Any) -> dict:
 
             throughput(p["throughput"], out / "throughput", "cuda" if trainer == "gpu" else "cpu",
                        headline=out.parent / "headline.json" if p["throughput"].get("headline", True) else None)
+        elif name == "search":
+            from galframe_bench.search import run as search
+
+            s = dict(p.get("search") or {})
+            search(s, out / "search", weights, headline=out.parent / "headline.json" if s.get("headline", True) else None)
         timings[name] = round(time.perf_counter() - start, 1)
         print(f"== {name}: {timings[name]:.0f} s", flush=True)
     write_report(out, profile, _machine(trainer), timings)
@@ -101,7 +106,8 @@ def write_report(out: Path, profile: str, machine: str, timings: Mapping[str, fl
                 ("Detection (detect)", "detect", ["results.md"], ["completeness.png", "overlays.png"]),
                 ("Restoration and parameters against classical methods (restore, params)", "classical", ["classical.md"],
                  ["regress_scatter.png", "restore_examples.png"]),
-                ("Throughput", "throughput", ["throughput.md", "profile.md"], ["throughput.png", "profile.png"])]
+                ("Throughput", "throughput", ["throughput.md", "profile.md"], ["throughput.png", "profile.png"]),
+                ("Similarity search and anomaly ranking (search)", "search", ["search.md"], ["examples.png"])]
     for title, sub, tables, plots in sections:
         d = out / sub
         if not d.is_dir():
@@ -123,7 +129,7 @@ def write_report(out: Path, profile: str, machine: str, timings: Mapping[str, fl
 COMMAND = Command(
     config_name="bench",
     run=run,
-    help="the reference comparisons: fewshot, detect, restore, params, throughput or all (--profile small|full)",
+    help="the reference comparisons: fewshot, detect, restore, params, throughput, search or all (--profile small|full)",
     positional="suite",
     options=("profile",),
 )

@@ -133,6 +133,19 @@ class Index:
             raise DataError(f"index={root}: {INDEX_FILE} holds {index.ntotal} vectors, {CATALOG_FILE} {len(catalog)} rows.")
         return cls(root, meta, catalog.drop(columns=cols), vectors, index)
 
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, catalog: Any, metric: str = "cosine", root: Union[str, Path] = "memory",
+                     **options: Any) -> "Index":
+        """An index held in memory over ``vectors`` (N, D), row i being row i of ``catalog`` (a DataFrame with
+        an ``id`` column); ``options``: :func:`build_index`'s ``kind``, ``exact_max``, ``pq_min``, ``seed``."""
+        if "id" not in catalog.columns or len(catalog) != len(vectors):
+            raise DataError(f"index {root}: the catalog needs an 'id' column and one row per vector "
+                            f"({len(catalog)} rows, {len(vectors)} vectors).")
+        vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+        index, info = build_index(vectors, metric, **options)
+        meta = {"metric": metric, "n": int(len(vectors)), "dim": int(vectors.shape[1]), **info}
+        return cls(Path(str(root)), meta, catalog.reset_index(drop=True), vectors, index)
+
     def __len__(self) -> int:
         return len(self.ids)
 

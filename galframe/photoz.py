@@ -71,8 +71,17 @@ def catalog_photometry(catalog: Any, bands: Sequence[str], prefix: str = "phot_f
         raise DataError(f"the catalog has no photometry column(s) {missing} (looked for {prefix}<band>, {prefix}ivar_<band>).")
     flux = np.stack([np.asarray(catalog[f"{prefix}{b}"], dtype=np.float64) for b in bands], axis=1)
     ivar = np.stack([np.asarray(catalog[f"{prefix}ivar_{b}"], dtype=np.float64) for b in bands], axis=1)
-    bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
-    return np.where(bad, 0.0, flux), np.where(bad, 0.0, ivar)
+    return measured(flux, ivar)
+
+
+def measured(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flux, ivar) with every value that is not a measurement (a non-finite flux or ivar, ivar <= 0) set to
+    flux 0, ivar 0: a missing band."""
+    flux = np.asarray(flux, dtype=np.float64)
+    ivar = np.asarray(ivar, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    return np.where(good, flux, 0.0), np.where(good, ivar, 0.0)
 
 
 def with_error_floor(flux: np.ndarray, ivar: np.ndarray, floor: float) -> np.ndarray:
@@ -88,14 +97,15 @@ def template_fit(flux: np.ndarray, ivar: np.ndarray, grid: Mapping[str, Any], er
     """The template fit of ``flux`` / ``ivar`` (objects, bands; bands as ``grid["bands"]``) on ``grid``
     (:func:`model_grid`), ``error_floor`` (fractional) added to the errors (:func:`with_error_floor`).  Returns arrays per object: ``z_map``, ``z_mean``, ``z_sigma``, ``z_lo``, ``z_hi``
     (16th / 84th percentiles of p(z)), ``z_best``, ``template_best`` (index into ``grid["templates"]``),
-    ``chi2_best``, ``n_bands``, and ``pdf`` (objects, z) normalised to sum 1 on the grid."""
-    flux = np.asarray(flux, dtype=np.float64)
-    ivar = np.asarray(ivar, dtype=np.float64)
+    ``chi2_best``, ``n_bands``, and ``pdf`` (objects, z) normalised to sum 1 on the grid.  Non-finite values
+    and ivar <= 0 are missing bands; an object without any band gets NaN (``template_best`` -1)."""
+    flux, ivar = np.asarray(flux, dtype=np.float64), np.asarray(ivar, dtype=np.float64)
     models = np.asarray(grid["flux"], dtype=np.float64)
     n_t, n_z, n_b = models.shape
     if flux.ndim != 2 or flux.shape[1] != n_b or ivar.shape != flux.shape:
         raise DataError(f"template_fit: flux {flux.shape} and ivar {ivar.shape} must be (objects, {n_b}) for bands {grid['bands']}.")
     z = np.asarray(grid["z"], dtype=np.float64)
+    flux, ivar = measured(flux, ivar)
     ivar = with_error_floor(flux, ivar, error_floor) if error_floor else ivar
     flat = models.reshape(n_t * n_z, n_b)
     out: dict[str, list] = {k: [] for k in ("z_map", "z_mean", "z_sigma", "z_lo", "z_hi", "z_best", "template_best", "chi2_best", "pdf")}
@@ -110,8 +120,9 @@ def template_fit(flux: np.ndarray, ivar: np.ndarray, grid: Mapping[str, Any], er
             log_like = -0.5 * chi2 - 0.5 * np.log(np.where(s_mm > 0, s_mm, np.inf))
         log_like = log_like.reshape(len(f), n_t, n_z)
         peak = np.max(log_like, axis=(1, 2), keepdims=True)
-        pdf = np.exp(log_like - peak).sum(axis=1)
-        pdf /= pdf.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore"):  # no band at all: -inf everywhere, NaN below
+            pdf = np.exp(log_like - peak).sum(axis=1)
+            pdf /= pdf.sum(axis=1, keepdims=True)
         best = np.argmin(chi2, axis=1)
         mean = pdf @ z
         cdf = np.cumsum(pdf, axis=1)
@@ -126,6 +137,11 @@ def template_fit(flux: np.ndarray, ivar: np.ndarray, grid: Mapping[str, Any], er
         out["pdf"].append(pdf)
     result = {k: np.concatenate(v) if v else np.zeros((0, n_z) if k == "pdf" else 0) for k, v in out.items()}
     result["n_bands"] = np.sum(ivar > 0, axis=1)
+    empty = result["n_bands"] == 0
+    if empty.any():
+        for key in ("z_map", "z_mean", "z_sigma", "z_lo", "z_hi", "z_best", "chi2_best", "pdf"):
+            result[key][empty] = np.nan
+        result["template_best"][empty] = -1
     return result
 
 

@@ -168,6 +168,10 @@ def test_results_do_not_depend_on_workers_and_bad_settings_are_named(tmp_path):
     with pytest.raises(ConfigError, match="sim.filters.W3"):
         resolve_config(shipped_cfg(2, filters={**seds.FILTERS, "W3": [12000, 100]},
                                    photometry={"bands": ["W3"], "depth": {"W3": 18}, "missing": {"W3": 0.0}}))
+    with pytest.raises(ConfigError, match=r"sim.sky.dec \(high\) must be between -90 and 90"):
+        resolve_config(shipped_cfg(2, sky={"ra": [0, 10], "dec": [80, 95]}))
+    with pytest.raises(ConfigError, match="Unknown key 'sim.spectrum.fractoin'"):
+        resolve_config(shipped_cfg(2, spectrum={"fractoin": 0.2}))
     with pytest.raises(ConfigError, match="only in bands"):
         resolve_config({**shipped_cfg(2), "bands": ["g", "W1"]})
 

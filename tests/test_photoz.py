@@ -54,6 +54,13 @@ def test_noiseless_template_photometry_is_recovered_exactly():
     assert fit["n_bands"].tolist() == [5, 3, 5, 5]
     assert np.allclose(fit["pdf"].sum(axis=1), 1.0)
     assert (fit["z_lo"] <= fit["z_map"]).all() and (fit["z_map"] <= fit["z_hi"]).all()
+    # NaN fluxes are missing bands; an object with none gets no redshift
+    flux[2, 0], ivar[2, 0] = np.nan, 1.0
+    flux[3], ivar[3] = np.nan, 0.0
+    again = photoz.template_fit(flux, ivar, grid)
+    assert again["z_map"][2] == pytest.approx(1.2) and again["n_bands"].tolist() == [5, 3, 4, 0]
+    assert np.isnan(again["z_map"][3]) and again["template_best"][3] == -1 and np.isnan(again["pdf"][3]).all()
+    assert again["z_map"][:2].tolist() == pytest.approx([0.35, 0.7])
 
 
 def test_template_fit_recovers_the_simulated_redshifts(catalog):

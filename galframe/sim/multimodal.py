@@ -104,8 +104,8 @@ def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any
             number_in(table[band], f"{what}.{band}", 0.1 if what == "sim.psf.fwhm" else 10.0, 10.0 if what == "sim.psf.fwhm" else 35.0)
     phot = spec["photometry"]
     for band in list(bands) + list(phot["bands"]):
-        spec["filters"][band] = list(seds.filter_definition(band, spec["filters"])) if not isinstance(
-            spec["filters"].get(band), str) else spec["filters"][band]
+        definition = seds.filter_definition(band, spec["filters"])
+        spec["filters"][band] = definition if isinstance(definition, str) else list(definition)
     for band in phot["bands"]:
         for what in ("depth", "missing"):
             if band not in phot[what]:
@@ -133,7 +133,11 @@ def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any
     number_in(sp["dwave"], "sim.spectrum.dwave", 0.01, 100)
     number_in(sp["sigma"], "sim.spectrum.sigma", 0, 1e6)
     number_in(sp["bad_pixel_rate"], "sim.spectrum.bad_pixel_rate", 0, 1)
+    number_in(sp["sky_mask"], "sim.spectrum.sky_mask", 0, 1e6)
     _pair([sp["wave_min"], sp["wave_max"]], "sim.spectrum [wave_min, wave_max]", lo=100.0)
+    spec["sky"]["ra"] = _pair(spec["sky"]["ra"], "sim.sky.ra", lo=-360.0)
+    spec["sky"]["dec"] = _pair(spec["sky"]["dec"], "sim.sky.dec", lo=-90.0)
+    number_in(spec["sky"]["dec"][1], "sim.sky.dec (high)", -90.0, 90.0)
     checks = {"sim.pixel_scale": (spec["pixel_scale"], 1e-3, 10), "sim.psf.beta": (spec["psf"]["beta"], 1.6, 20),
               "sim.psf.seeing_scatter": (spec["psf"]["seeing_scatter"], 0, 1), "sim.depth_scatter": (spec["depth_scatter"], 0, 2),
               "sim.clean_smoothing": (spec["clean_smoothing"], 1e-3, 1.0), "sim.mag_slope": (spec["mag_slope"], -2, 2)}
@@ -283,7 +287,7 @@ def galaxy(cfg: Mapping[str, Any], i: int, with_spectrum: bool = True) -> Galaxy
     for band, mag in true_mags.items():
         row[f"mag_{band}"] = mag
     row.update(phot_cols)
-    row.update(ra=float(rng.uniform(ra_lo, ra_hi)), dec=math.degrees(math.asin(sin_dec)))
+    row.update(ra=float(rng.uniform(ra_lo, ra_hi)) % 360.0, dec=math.degrees(math.asin(sin_dec)))
     if with_spectrum:
         row["spectrum"] = observe_spectrum(rng_spec, spec, total) if has_spec else None
     return Galaxy(cls, name, z, b, sed_bulge, sed_disk, total, row)

@@ -60,6 +60,24 @@ def test_items_carry_flux_labels_clean_and_noise(tiny_dataset) -> None:
     assert item["id"] == row["id"] and item["label"] == row["class"]
 
 
+def test_the_in_memory_cache_delivers_the_stored_images(tiny_dataset) -> None:
+    """With ``cache_mib`` a split's images come from memory (each shard read once), equal to per-object reads;
+    a split larger than the budget is read per object."""
+    direct = _dm(tiny_dataset, "data.cache_mib=0").dataset("train")
+    cached = _dm(tiny_dataset, "data.cache_mib=64").dataset("train")
+    assert cached.cached and not direct.cached
+    assert not _dm(tiny_dataset, "data.cache_mib=1").dataset("train").cached  # 210 x 3 x 64 x 64 x 4 B > 1 MiB
+    for i in [0, 5, 117, len(direct) - 1, 5]:
+        a, b = direct[i], cached[i]
+        assert a["id"] == b["id"] and torch.equal(a["image"], b["image"]) and torch.equal(a["clean"], b["clean"])
+    assert set(cached._cache) == set(int(s) for s in cached.catalog["shard"].iloc[[0, 5, 117, len(direct) - 1]])
+    rows, images = next(iter(cached._cache.values()))
+    assert len(rows) == len(images) and (np.diff(rows) > 0).all()  # only this split's rows of the shard
+    b = cached[0]["image"]
+    b += 1.0  # an item is a copy: changing it leaves the cache as it was
+    assert torch.equal(cached[0]["image"], direct[0]["image"])
+
+
 def test_epoch_sampler_order_depends_only_on_seed_and_epoch() -> None:
     a, b = EpochSampler(50, seed=3), EpochSampler(50, seed=3)
     a.set_epoch(2)

@@ -71,7 +71,7 @@ class GalaxyDataset(Dataset):
     """Objects of one split.  Each item: ``image`` (bands, H, W) flux, ``id``, ``noise_sigma`` when the
     catalog has the sky noise, and each required key as its field loads it."""
 
-    def __init__(self, root: Path, manifest: dict, catalog: "Any", keys: Sequence[str]) -> None:
+    def __init__(self, root: Path, manifest: dict, catalog: "Any", keys: Sequence[str], cache_mib: float = 0.0) -> None:
         self.root = Path(root)
         self.files = [self.root / s["file"] for s in manifest["shards"]]
         self.catalog = catalog.reset_index(drop=True)
@@ -89,6 +89,11 @@ class GalaxyDataset(Dataset):
         self._state = {k: f.open(data) for k, f in self._fields.items()}
         self._handles: dict[int, Any] = {}
         self._pid = os.getpid()
+        # the split's images held in memory, shard by shard as they are first read, when they fit in cache_mib
+        size = int(manifest.get("image_size") or 0)
+        nbytes = len(self.catalog) * len(self.bands) * size * size * 4
+        self.cached = bool(size) and nbytes <= float(cache_mib or 0.0) * 2**20
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -111,7 +116,7 @@ class GalaxyDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         shard, row = int(self._shard[i]), int(self._index[i])
         h5 = self._h5(shard)
-        image = np.asarray(h5["images"][row], dtype=np.float32)
+        image = self._cached(shard, row, h5) if self.cached else np.asarray(h5["images"][row], dtype=np.float32)
         bad = ~np.isfinite(image)
         if bad.any():
             raise DataError(
@@ -125,9 +130,24 @@ class GalaxyDataset(Dataset):
             item[key] = f.load(self._state[key], obj)
         return item
 
+    def _cached(self, shard: int, row: int, h5: Any) -> np.ndarray:
+        """Row ``row`` of shard ``shard`` from memory: the first access reads the shard once, in one sequential
+        read, and keeps only this split's rows of it (sorted, so a row is found by bisection)."""
+        entry = self._cache.get(shard)
+        if entry is None:
+            rows = np.unique(self._index[self._shard == shard])
+            try:
+                images = np.asarray(h5["images"][:], dtype=np.float32)[rows]
+            except (OSError, KeyError) as exc:
+                raise DataError(f"{self.files[shard]}: cannot read the images ({exc})") from exc
+            entry = self._cache[shard] = (rows, images)
+        rows, images = entry
+        return images[int(np.searchsorted(rows, row))].copy()
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_handles"] = {}
+        state["_cache"] = {}  # a worker fills its own
         return state
 
 
@@ -338,7 +358,8 @@ class GalaxyDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str) -> GalaxyDataset:
         self.prepare()
-        return GalaxyDataset(self.root, self.manifest, self.splits[split], self.requires)
+        return GalaxyDataset(self.root, self.manifest, self.splits[split], self.requires,
+                             cache_mib=float(self.cfg.get("cache_mib", 0) or 0))
 
     # -- Lightning hooks -----------------------------------------------------
     def setup(self, stage: Optional[str] = None) -> None:

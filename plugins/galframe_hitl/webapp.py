@@ -7,6 +7,10 @@ The loop (``galframe hitl oracle=web``) serves the same app in a thread; running
 people go on answering a round after the loop was stopped (the loop picks the answers up when it
 resumes).  The page is plain HTML + JavaScript (``static/``), no build step.
 
+"More like this": served with ``--index <dir>`` (an embedding index of the same dataset, made by
+``galframe embed data=dataset data.path=<dataset>``), the page's ``m`` key / button lists the object's
+nearest neighbours in that index (``GET /api/similar/<id>?k=8``) with their labels in force.
+
 Identities: a store with no labelers is single-user mode (the name in the page's labeler box, as
 before).  Once ``galframe hitl labelers add NAME`` registered someone, every API call needs a labeler's
 token (``Authorization: Bearer``, ``X-Galframe-Token``, the page link's ``?token=`` or the HttpOnly
@@ -320,8 +324,10 @@ def create_app(
     dataset: Optional[Union[str, Path]] = None,
     host: str = "127.0.0.1",
     max_body: int = MAX_BODY,
+    index: Optional[Union[str, Path]] = None,
 ) -> Any:
-    """The ASGI app.  ``dataset`` defaults to the one the store was made for."""
+    """The ASGI app.  ``dataset`` defaults to the one the store was made for; ``index``: an embedding index
+    directory of that dataset (``galframe embed``) for "more like this"."""
     from fastapi import FastAPI
     from fastapi.staticfiles import StaticFiles
 
@@ -331,11 +337,16 @@ def create_app(
     db = LabelStore(store_path)
     root = dataset or db.get_meta("dataset")
     stamps = StampReader(root) if root and Path(str(root)).is_dir() else None
+    similar = None
+    if index is not None:
+        from galframe_search import Index
+
+        similar = Index.open(index)  # a bad directory: a one-line DataError now, not at the first click
     app = FastAPI(title="galframe labeling", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   default_response_class=_safe_json())
     app.state.store = db
     app.state.unexpected = 0  # requests that reached the catch-all (a bug, logged); tests expect none
-    page = _Page(app, db, stamps, token or None, is_loopback(host))
+    page = _Page(app, db, stamps, token or None, is_loopback(host), similar)
     _add_guard(page)
     _add_error_handlers(page)
     _add_session_routes(page)
@@ -374,6 +385,7 @@ class _Page:
     stamps: Optional[StampReader]
     token: Optional[str]
     loopback: bool
+    index: Any = None  #: a galframe_search.Index over the dataset ("more like this"), or None
 
     def error(self, status: int, detail: str, headers: Optional[dict] = None) -> Any:
         return _safe_json()({"detail": detail}, status_code=status, headers=headers)
@@ -582,6 +594,21 @@ def _add_round_routes(page: _Page) -> None:
                 "answer": None if current is None else (current.label if current.action == "label" else "skip"),
                 "mine": db.opinions_of(who.name, [object_id]).get(object_id) if who.name else None}
 
+    @app.get("/api/similar/{object_id}")
+    def similar(object_id: ObjectId, k: Annotated[int, Query(ge=1, le=100)] = 8) -> Any:
+        """The ``k`` objects of the embedding index most like ``object_id``, nearest first, with their labels."""
+        if page.index is None:
+            raise StoreError("no embedding index: serve the page with --index <directory made by galframe embed>.", 404)
+        try:
+            table = page.index.similar(str(object_id), k=k)
+        except DataError as exc:
+            raise StoreError(str(exc), 404) from None
+        measure = "similarity" if "similarity" in table.columns else "distance"  # cosine or l2 index
+        found = [(int(i), float(v)) for i, v in zip(table["id"], table[measure]) if str(i).lstrip("-").isdigit()]
+        labels = [db.in_force(i) for i, _ in found]
+        return {"id": object_id, "neighbours": [{"id": i, measure: v, "label": a.label if a is not None else None}
+                                                for (i, v), a in zip(found, labels)]}
+
     @app.get("/api/stamp/{object_id}.png")
     def stamp(object_id: ObjectId, band: Annotated[str, Query(max_length=16)] = "rgb") -> Any:
         if page.stamps is None:
@@ -677,11 +704,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--token", default=None, help="required when --host is not a loopback address (or GALFRAME_HITL_TOKEN)")
+    parser.add_argument("--index", default=None, help="an embedding index of the dataset (galframe embed) for 'more like this'")
     args = parser.parse_args(argv)
     token = args.token or os.environ.get("GALFRAME_HITL_TOKEN") or None
     try:
         check_bind(args.host, token, host_key="--host", token_key="--token")
-        app = create_app(args.store, token=token, dataset=args.dataset, host=args.host)
+        app = create_app(args.store, token=token, dataset=args.dataset, host=args.host, index=args.index)
     except (ConfigError, DataError) as exc:
         print(f"galframe_hitl.webapp: error: {exc}", file=sys.stderr)
         return 2

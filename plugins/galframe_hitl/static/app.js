@@ -173,6 +173,7 @@ async function show(i) {
   drawStamp();
   drawQueue();
   $("object-id").textContent = `#${item.id}`;
+  $("similar").replaceChildren();  // what "more like this" listed belonged to the object shown before
   $("position").textContent = `(${state.index + 1} of ${state.queue.length})`;
   const d = await api(`api/object/${item.id}`);
   if (current() !== item) return;  // the person moved on meanwhile
@@ -209,17 +210,39 @@ function drawModel(info) {
   $("uncertainty").textContent = parts.join(" · ");
   const nb = $("neighbours");
   nb.replaceChildren();
-  for (const n of info.neighbours || []) {
-    const f = el("figure");
-    const img = el("img");
-    img.src = stampUrl(n.id, "rgb");
-    img.alt = `#${n.id}`;
-    const cap = el("figcaption", n.label || "(undone)");
-    cap.append(el("br"), `#${n.id}`);
-    f.append(img, cap);
-    nb.appendChild(f);
-  }
+  for (const n of info.neighbours || []) nb.appendChild(stampFigure(n.id, n.label || "(undone)", `#${n.id}`));
   if (!(info.neighbours || []).length) nb.textContent = "none labelled yet";
+}
+
+// "more like this": the object's nearest neighbours in the embedding index the page was served with
+function stampFigure(id, caption, detail) {
+  const f = el("figure");
+  const img = el("img");
+  img.src = stampUrl(id, "rgb");
+  img.alt = `#${id}`;
+  const cap = el("figcaption", caption);
+  cap.append(el("br"), detail);
+  f.append(img, cap);
+  return f;
+}
+
+async function moreLikeThis() {
+  const item = current();
+  if (!item) return;
+  const box = $("similar");
+  box.textContent = "searching…";
+  try {
+    const r = await api(`api/similar/${item.id}?k=8`);
+    if (current() !== item) return;  // the person moved on meanwhile
+    box.replaceChildren();
+    for (const n of r.neighbours) {
+      const near = typeof n.similarity === "number" ? `similarity ${n.similarity.toFixed(3)}` : `distance ${n.distance.toFixed(3)}`;
+      box.appendChild(stampFigure(n.id, n.label || "unlabelled", `#${n.id} · ${near}`));
+    }
+    if (!r.neighbours.length) box.textContent = "no neighbours";
+  } catch (e) {
+    if (current() === item) box.textContent = `not available: ${e.message}`;
+  }
 }
 
 // actions run one after another, in the order the person gave them (fast typing loses nothing)
@@ -291,6 +314,7 @@ document.addEventListener("keydown", (ev) => {
     state.view = views[(views.indexOf(state.view) + 1) % views.length];
     drawStamp();
   }
+  else if (k === "m") { ev.preventDefault(); moreLikeThis(); }
   else if (k === "ArrowRight") show(state.index + 1);
   else if (k === "ArrowLeft") show(state.index - 1);
 });
@@ -299,6 +323,7 @@ $("skip").addEventListener("click", () => answer(null));
 $("undo").addEventListener("click", () => undo());
 $("next").addEventListener("click", () => show(state.index + 1));
 $("prev").addEventListener("click", () => show(state.index - 1));
+$("more").addEventListener("click", () => moreLikeThis());
 $("labeler").value = params.get("labeler") || localStorage.getItem("galframe-labeler") || "anonymous";
 
 // other labelers answer too, and a new round appears when the model has retrained

@@ -187,6 +187,34 @@ def test_index_from_vectors_searches_like_brute_force() -> None:
     with pytest.raises(DataError, match="one row per vector"):
         Index.from_vectors(x, pd.DataFrame({"id": range(10)}))
 
+
+def test_anomaly_scores_from_a_hitl_label_store(tmp_path) -> None:
+    """The labeling page's answers (a HITL store) feed the ranking: numeric labels are scores, or the
+    interesting classes score 5 and the others 0; the same ranking as the same scores given as a mapping."""
+    from galframe_hitl.store import LabelStore
+
+    rng = np.random.default_rng(5)
+    index = Index.from_vectors(rng.normal(size=(80, 6)).astype(np.float32), pd.DataFrame({"id": range(80)}))
+    named = LabelStore(tmp_path / "named.sqlite")
+    named.bind(tmp_path / "no-dataset", ["boring", "lens", "ring"], range(80))
+    named.answer_many([(3, "lens"), (4, "ring"), (5, "boring"), (6, None)], "alice", round=0)  # 6: skipped
+    ranked = rank(index, tmp_path / "named.sqlite", interesting=["lens", "ring"], weight=0.6)
+    same = rank(index, {3: 5, 4: 5, 5: 0}, weight=0.6)
+    pd.testing.assert_frame_equal(ranked, same)
+    users = ranked.set_index("id")["user"]
+    assert users.notna().sum() == 3 and users[3] == users[4] == 5 and users[5] == 0
+    numeric = LabelStore(tmp_path / "numeric.sqlite")
+    numeric.bind(tmp_path / "no-dataset", [str(k) for k in range(6)], range(80))
+    numeric.answer_many([(10, "4"), (11, "0")], "bob", round=0)
+    users = rank(index, str(tmp_path / "numeric.sqlite")).set_index("id")["user"]
+    assert users[10] == 4 and users[11] == 0 and users.notna().sum() == 2
+    with pytest.raises(DataError, match=r"object 3 is labelled 'lens', not a score 0-5; pass interesting"):
+        rank(index, tmp_path / "named.sqlite")
+    with pytest.raises(ConfigError, match=r"interesting=lenz: not a class of the label store"):
+        rank(index, tmp_path / "named.sqlite", interesting=["lenz"])
+    with pytest.raises(DataError, match="no such label store"):
+        rank(index, tmp_path / "nowhere.sqlite")
+
 TINY = {"n": 400, "rare": {"lens": 0.03, "ring": 0.01}, "seeds": [0, 1], "n_queries": 40, "known": 3, "top": 20,
         "rounds": 2, "per_round": 8, "pca_fit": 400, "scale_n": 60000, "n_latency": 20, "workers": 2}
 

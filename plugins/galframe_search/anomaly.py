@@ -9,11 +9,16 @@ regression from the embeddings to those scores (a random forest) predicts every 
 final ``score`` blends the unsupervised score with the predicted interest (``weight`` of the latter, the
 objects scored by the person keep their own score), so objects like the ones a person found interesting
 rise and those like the boring ones sink.
+
+The scores come from a mapping, a table (CSV/Parquet of ``id, score``) or a HITL label store
+(``labels.sqlite`` of ``galframe hitl``, the labeling page's answers in force): its labels are the scores
+when they are numbers 0-5 (a store whose classes are ``0 ... 5``), or, with ``interesting=[classes]``, 5 for
+an object labelled one of those classes and 0 for any other label (skips are no score).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -45,12 +50,42 @@ def unsupervised(index: Any, n_neighbors: int = 10, seed: int = 0) -> dict[str, 
     return {"iforest": iforest, "knn": knn, "unsupervised": (_quantile(iforest) + _quantile(knn)) / 2.0}
 
 
-def read_scores(scores: Union[None, str, Path, Mapping[Any, float]]) -> dict[str, float]:
-    """id -> a person's score from a mapping or a CSV/Parquet table with columns ``id`` and ``score``."""
+STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+
+
+def store_scores(path: Path, interesting: Optional[Sequence[str]] = None) -> dict[str, float]:
+    """id -> score from the labels in force of a HITL label store (see the module's docstring)."""
+    from galframe_hitl.store import LabelStore
+
+    if not path.is_file():
+        raise DataError(f"scores={path}: no such label store (the labels.sqlite of a galframe hitl run).")
+    store = LabelStore(path)
+    labels = store.labels()
+    if interesting:
+        wanted = {str(c) for c in interesting}
+        unknown = sorted(wanted - set(store.classes))
+        if unknown:
+            raise ConfigError(f"interesting={unknown[0]}: not a class of the label store {path} ({', '.join(store.classes)}).")
+        return {str(i): MAX_SCORE if label in wanted else 0.0 for i, label in labels.items()}
+    out = {}
+    for i, label in labels.items():
+        try:
+            out[str(i)] = float(label)
+        except ValueError:
+            raise DataError(f"scores={path}: object {i} is labelled '{label}', not a score 0-5; pass "
+                            "interesting=[classes] to score those classes 5 and the others 0.") from None
+    return out
+
+
+def read_scores(scores: Union[None, str, Path, Mapping[Any, float]], interesting: Optional[Sequence[str]] = None) -> dict[str, float]:
+    """id -> a person's score from a mapping, a CSV/Parquet table with columns ``id`` and ``score``, or a
+    HITL label store (``.sqlite``; ``interesting``: the classes that score 5)."""
     if scores is None:
         return {}
     if isinstance(scores, Mapping):
         out = {str(k): float(v) for k, v in scores.items()}
+    elif str(scores).lower().endswith(STORE_SUFFIXES):
+        out = store_scores(Path(str(scores)).expanduser(), interesting)
     else:
         from galframe.data.labels import read_table
 
@@ -66,10 +101,10 @@ def read_scores(scores: Union[None, str, Path, Mapping[Any, float]]) -> dict[str
 
 
 def rank(index: Any, user_scores: Union[None, str, Path, Mapping[Any, float]] = None, weight: float = 0.5,
-         n_neighbors: int = 10, seed: int = 0) -> Any:
+         n_neighbors: int = 10, seed: int = 0, interesting: Optional[Sequence[str]] = None) -> Any:
     """Every object of ``index`` with its scores, most interesting first: ``iforest``, ``knn``,
-    ``unsupervised``, with ``user_scores`` also ``user`` (the person's, NaN where unscored), ``predicted``
-    (the regression's, 0-1) and ``score`` (the blend); ``rank`` 1 the top."""
+    ``unsupervised``, with ``user_scores`` (see :func:`read_scores`) also ``user`` (the person's, NaN where
+    unscored), ``predicted`` (the regression's, 0-1) and ``score`` (the blend); ``rank`` 1 the top."""
     from sklearn.ensemble import RandomForestRegressor
 
     if not 0.0 <= float(weight) <= 1.0:
@@ -79,7 +114,7 @@ def rank(index: Any, user_scores: Union[None, str, Path, Mapping[Any, float]] = 
     for name, values in scores.items():
         table[name] = values
     score = scores["unsupervised"].copy()
-    given = read_scores(user_scores)
+    given = read_scores(user_scores, interesting)
     if given:
         rows = index.rows(list(given))
         y = np.asarray(list(given.values())) / MAX_SCORE
@@ -105,8 +140,9 @@ def run(cfg: Any, run_dir: Any = None) -> Any:
     if cfg.get("index") in (None, "", "???"):
         raise ConfigError("index is not set: galframe anomaly index=<dir made by galframe embed>.")
     index = Index.open(cfg["index"])
+    interesting = cfg.get("interesting")
     table = rank(index, cfg.get("scores"), float(cfg.get("weight", 0.5)), int(cfg.get("n_neighbors", 10)),
-                 int(cfg.get("seed", 0)))
+                 int(cfg.get("seed", 0)), [interesting] if isinstance(interesting, str) else interesting)
     out = Path(str(cfg.get("out") or index.root / "anomalies.parquet"))
     _write(table, out)
     top = int(cfg.get("top", 20))

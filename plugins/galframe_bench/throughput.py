@@ -14,7 +14,11 @@ Protocol (fixed before the numbers):
 * **train**: ``galframe train`` (classify, ``data.batch_size=batch``, no validation) timed by a callback from
   the end of step ``skip`` to the end of the last step; **bare train**: the model and data loader that
   galframe builds for the same config, in a plain PyTorch loop (the model's augmentation, forward with
-  scaling, the task losses, backward, AdamW), timed the same way.  The figure is the ratio of steps/s.
+  scaling, the task losses, backward, the config's gradient clipping and optimiser over the model's parameter
+  groups), timed the same way.  Both run on the dataset of the largest N, so the timed steps lie inside the
+  first epoch (an epoch's end, with its checkpoint, comes once per epoch and is not what steps/s measures);
+  the data module holds the split's images in memory in both (``data.cache_mib``).  The figure is the ratio
+  of steps/s.
 * every measurement in its own process (peak RSS is that measurement's), best of ``repeats``; predict and
   bare of one backbone and N alternate in one run, so machine load affects both.
 * memory: predict's peak RSS at ``memory_ns`` (2,000 and 20,000) objects.
@@ -193,7 +197,12 @@ def _train(backbone: str, root: Path, batch: int, steps: int, skip: int, bare: b
     model, dm = build(cfg, progress=False)
     dm.setup("fit")
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    # the optimiser galframe train builds (the config's class and settings over the model's parameter groups) and its
+    # gradient clipping: the two loops differ in the framework, not in the update
+    from hydra.utils import instantiate
+
+    optimizer = instantiate({**dict(cfg["optimizer"]), "_partial_": True})(params=model.param_groups())
+    clip = float(cfg["trainer"].get("gradient_clip_val") or 0.0)
     augment = dict(model.config.get("augment") or {})
     ends: list[float] = []
     while len(ends) < steps:
@@ -205,6 +214,8 @@ def _train(backbone: str, root: Path, batch: int, steps: int, skip: int, bare: b
             loss = sum(model.task_weights[n] * t.loss(outputs[n], batch) for n, t in model.tasks.items())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
             _sync(device)
             ends.append(time.perf_counter())
@@ -308,8 +319,8 @@ def run(p: Mapping[str, Any], out: Path, device: str = "auto", headline: Optiona
                           f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
             if steps:
                 for kind in ("train", "bare_train"):
-                    row = {**_measure(kind, backbone, dataset(ns[0]), ckpt, int(p.get("train_batch", 32)), device, repeats, steps),
-                           "n": ns[0]}
+                    row = {**_measure(kind, backbone, dataset(ns[-1]), ckpt, int(p.get("train_batch", 32)), device, repeats, steps),
+                           "n": ns[-1]}
                     rows.append(row)
                     print(f"  {backbone:<10} {kind:<10} {row['steps_per_s']:8.3f} steps/s", flush=True)
         first = p["backbones"][0]
@@ -345,8 +356,8 @@ def summarise(rows: Sequence[dict], memory: Mapping[str, float], procs: Sequence
     n_head = max(ns)
     predict_over_bare = {b: t[n_head]["predict"]["objects_per_s"] / t[n_head]["bare"]["objects_per_s"]
                          for b, t in table.items() if "predict" in t.get(n_head, {})}
-    train_over_bare = {b: t[ns[0]]["train"]["steps_per_s"] / t[ns[0]]["bare_train"]["steps_per_s"]
-                       for b, t in table.items() if "train" in t.get(ns[0], {})}
+    train_over_bare = {b: t[n_head]["train"]["steps_per_s"] / t[n_head]["bare_train"]["steps_per_s"]
+                       for b, t in table.items() if "train" in t.get(n_head, {})}
     startups = [r["startup_s"] for r in rows if r["kind"] == "predict"]
     efficiency = None
     if len(procs) == 2:

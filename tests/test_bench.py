@@ -190,3 +190,23 @@ def test_detect_suite_trains_and_loads_through_the_python_api(tiny_dataset, tmp_
     assert list(detect.load_model(run_dir).tasks) == ["classify"]
     assert detect.train("baseline_resnet18", run_dir, overrides) == metrics  # a finished run is reused
     assert "done already" in capsys.readouterr().out
+
+
+def test_throughput_repeats_alternate_the_two_sides_of_a_ratio(monkeypatch, tmp_path) -> None:
+    """predict and bare run in turn within every repeat (a load change falls on both), the best of each is kept."""
+    import subprocess
+
+    from galframe_bench import throughput
+
+    calls: list[str] = []
+    rates = iter([10.0, 20.0, 30.0, 5.0, 1.0, 40.0])
+
+    def fake_run(cmd, **kwargs):
+        kind = cmd[cmd.index("--one") + 1]
+        calls.append(kind)
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps({"kind": kind, "objects_per_s": next(rates)}), stderr="")
+
+    monkeypatch.setattr(throughput.subprocess, "run", fake_run)
+    best = throughput._measure(("predict", "bare"), "resnet18", tmp_path, tmp_path / "m.ckpt", 8, "cpu", repeats=3)
+    assert calls == ["predict", "bare"] * 3
+    assert best["predict"]["objects_per_s"] == 30.0 and best["bare"]["objects_per_s"] == 40.0

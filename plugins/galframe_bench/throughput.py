@@ -19,8 +19,9 @@ Protocol (fixed before the numbers):
   first epoch (an epoch's end, with its checkpoint, comes once per epoch and is not what steps/s measures);
   the data module holds the split's images in memory in both (``data.cache_mib``).  The figure is the ratio
   of steps/s.
-* every measurement in its own process (peak RSS is that measurement's), best of ``repeats``; predict and
-  bare of one backbone and N alternate in one run, so machine load affects both.
+* every measurement in its own process (peak RSS is that measurement's), best of ``repeats``; within every
+  repeat predict and bare (train and bare train) of one backbone and N run one after the other, so a change in
+  the machine's load falls on both sides of a ratio.
 * memory: predict's peak RSS at ``memory_ns`` (2,000 and 20,000) objects.
 * processes: the same predict with ``trainer=ddp trainer.devices=P`` (each rank 1/P of the cores) against
   one process, for the survey cost estimate (:func:`survey_cost`).
@@ -247,21 +248,22 @@ def _one(kind: str, backbone: str, root: Path, ckpt: Path, batch: int, device: s
     return row
 
 
-def _measure(kind: str, backbone: str, root: Path, ckpt: Path, batch: int, device: str, repeats: int,
-             steps: int = 0, env: Optional[Mapping[str, str]] = None) -> dict:
-    """The best of ``repeats`` fresh-process measurements."""
-    key = "steps_per_s" if kind in ("train", "bare_train") else "objects_per_s"
-    best = None
+def _measure(kinds: Sequence[str], backbone: str, root: Path, ckpt: Path, batch: int, device: str, repeats: int,
+             steps: int = 0, env: Optional[Mapping[str, str]] = None) -> dict[str, dict]:
+    """kind -> the best of ``repeats`` fresh-process measurements; the kinds alternate within every repeat
+    (predict, bare, predict, bare, ...), so a change in the machine's load falls on both sides of a ratio."""
+    best: dict[str, dict] = {}
     for _ in range(max(int(repeats), 1)):
-        cmd = [sys.executable, "-m", "galframe_bench.throughput", "--one", kind, "--backbone", backbone, "--root", str(root),
-               "--ckpt", str(ckpt), "--batch", str(int(batch)), "--device", device, "--steps", str(int(steps))]
-        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **dict(env or {})})
-        if res.returncode != 0:
-            raise RuntimeError(f"throughput measurement {kind} {backbone} failed:\n{res.stderr[-3000:]}")
-        row = json.loads(res.stdout.strip().splitlines()[-1])
-        if best is None or row[key] > best[key]:
-            best = row
-    assert best is not None
+        for kind in kinds:
+            key = "steps_per_s" if kind in ("train", "bare_train") else "objects_per_s"
+            cmd = [sys.executable, "-m", "galframe_bench.throughput", "--one", kind, "--backbone", backbone, "--root", str(root),
+                   "--ckpt", str(ckpt), "--batch", str(int(batch)), "--device", device, "--steps", str(int(steps))]
+            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **dict(env or {})})
+            if res.returncode != 0:
+                raise RuntimeError(f"throughput measurement {kind} {backbone} failed:\n{res.stderr[-3000:]}")
+            row = json.loads(res.stdout.strip().splitlines()[-1])
+            if kind not in best or row[key] > best[kind][key]:
+                best[kind] = row
     return best
 
 
@@ -312,22 +314,22 @@ def run(p: Mapping[str, Any], out: Path, device: str = "auto", headline: Optiona
             _model_ckpt(backbone, dataset(ns[0]), ckpt)
             for n in ns:
                 root = dataset(n)
-                for kind in ("predict", "bare"):
-                    row = {**_measure(kind, backbone, root, ckpt, batch, device, repeats), "n": n}
+                for kind, best in _measure(("predict", "bare"), backbone, root, ckpt, batch, device, repeats).items():
+                    row = {**best, "n": n}
                     rows.append(row)
                     print(f"  {backbone:<10} N={n:<6} {kind:<8} {row['objects_per_s']:8.1f} objects/s  "
                           f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
             if steps:
-                for kind in ("train", "bare_train"):
-                    row = {**_measure(kind, backbone, dataset(ns[-1]), ckpt, int(p.get("train_batch", 32)), device, repeats, steps),
-                           "n": ns[-1]}
+                for kind, best in _measure(("train", "bare_train"), backbone, dataset(ns[-1]), ckpt, int(p.get("train_batch", 32)),
+                                           device, repeats, steps).items():
+                    row = {**best, "n": ns[-1]}
                     rows.append(row)
                     print(f"  {backbone:<10} {kind:<10} {row['steps_per_s']:8.3f} steps/s", flush=True)
         first = p["backbones"][0]
         ckpt = Path(tmp) / f"{first}.ckpt"
         memory = {}
         for n in p.get("memory_ns") or []:
-            row = _measure("predict", first, dataset(int(n)), ckpt, batch, device, 1)
+            row = _measure(("predict",), first, dataset(int(n)), ckpt, batch, device, 1)["predict"]
             memory[str(int(n))] = row["peak_rss_mib"]
             print(f"  memory     N={int(n):<6} predict peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
         procs = []

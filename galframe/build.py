@@ -92,6 +92,8 @@ def model_config(cfg: dict, info: Any) -> dict:
         "augment": cfg["data"].get("augment") or {},
         "scaling": cfg["data"].get("scaling") or {"name": "asinh"},
         "seed": int(cfg.get("seed", 0)),
+        # the out-of-distribution score's reference set (galframe/trust.py)
+        **({"trust": dict(cfg["trust"])} if cfg.get("trust") is not None else {}),
         # label-free objectives (galframe pretrain: {name: {plugin, weight, options}}), trained beside any tasks
         **({"pretexts": cfg["pretexts"]} if cfg.get("pretexts") else {}),
     }

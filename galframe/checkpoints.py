@@ -160,7 +160,8 @@ def init_weights(model: Any, spec: str) -> None:
     own = model.state_dict()
     # task buffers hold what the new data decides (class weights, target normalisation): keep the new run's
     task_buffers = {f"tasks.{n}" for n, _ in model.tasks.named_buffers()} if hasattr(model, "tasks") else set()
-    state = {k: v for k, v in state.items() if k not in task_buffers}
+    # ...and the out-of-distribution reference set is the new run's validation images'
+    state = {k: v for k, v in state.items() if k not in task_buffers and not k.startswith("trust.")}
     clash = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     if clash:
         raise ConfigError(

@@ -88,6 +88,11 @@ class GalaxyModel(pl.LightningModule):
                 "pretext", plugin, options, backbone=self.backbone, data=self.data_info, scaling=self.scaling
             )
             self.pretext_weights[pretext_name] = float(core.get("weight", 1.0))
+        from galframe.trust import Trust
+
+        trust_cfg = {"capacity": 2000, "k": 10, "quantile": 0.95, **dict(cfg.get("trust") or {})}
+        self.trust = Trust(self.backbone.embed_dim, **trust_cfg)
+        self._reference: list[torch.Tensor] = []  # validation embeddings of this epoch, for the trust reference
         self.val_metrics = nn.ModuleDict({n: t.make_metrics() for n, t in self.tasks.items()})
         self.test_metrics = nn.ModuleDict({n: t.make_metrics() for n, t in self.tasks.items()})
         self.finetune = dict(cfg.get("finetune") or {"mode": "full"})
@@ -172,6 +177,10 @@ class GalaxyModel(pl.LightningModule):
             )
 
     def forward(self, flux: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        return self.forward_features(flux)[0]
+
+    def forward_features(self, flux: torch.Tensor) -> tuple[dict[str, dict[str, torch.Tensor]], Features]:
+        """(every task's outputs, the backbone's features) for a batch of flux."""
         if flux.dim() != 4 or flux.shape[1] != len(self.bands):
             raise DataError(
                 f"input has shape {tuple(flux.shape)}; this model expects (batch, {len(self.bands)} bands {self.bands}, H, W)."
@@ -179,7 +188,7 @@ class GalaxyModel(pl.LightningModule):
         for task in self._input_changers:  # e.g. restore with upscale: the network sees a coarser image
             flux = task.transform_input(flux)
         features: Features = self.backbone(self.scaling(flux), decode=self.decode)
-        return {name: task(features) for name, task in self.tasks.items()}
+        return {name: task(features) for name, task in self.tasks.items()}, features
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         trainer = self._trainer
@@ -254,7 +263,9 @@ class GalaxyModel(pl.LightningModule):
         bs = batch["image"].shape[0]
         total = None
         if len(self.tasks):
-            outputs = self(batch["image"])
+            outputs, features = self.forward_features(batch["image"])
+            if stage == "val" and sum(len(e) for e in self._reference) < self.trust.capacity:
+                self._reference.append(features.embedding.detach().float())
             total, losses = self._losses(outputs, batch)
             for name, value in losses.items():
                 self.log(f"{stage}/{name}/loss", value, batch_size=bs, sync_dist=True)
@@ -268,7 +279,25 @@ class GalaxyModel(pl.LightningModule):
         if total is not None:
             self.log(f"{stage}/loss", total, prog_bar=stage == "val", batch_size=bs, sync_dist=True)
 
+    def _fit_trust(self) -> None:
+        """The out-of-distribution reference set from this validation epoch's embeddings (every rank's)."""
+        if not self._reference:
+            return
+        local = torch.cat(self._reference)
+        self._reference = []
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            n = torch.tensor([len(local)], device=local.device)
+            counts = self.all_gather(n).reshape(-1)
+            padded = torch.zeros(int(counts.max()), local.shape[1], device=local.device)
+            padded[: len(local)] = local
+            gathered = self.all_gather(padded)
+            local = torch.cat([gathered[r, : int(c)] for r, c in enumerate(counts)])
+        self.trust.fit(local, seed=int(self.config.get("seed", 0)))
+
     def _eval_epoch_end(self, stage: str) -> None:
+        if stage == "val":
+            self._fit_trust()
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, task in self.tasks.items():
             if stage == "val":

@@ -105,6 +105,11 @@ def test_train_reports_metrics_pictures_and_offline_wandb_run(tiny_dataset, runs
     pred = pd.read_parquet(run_dir / "predictions_test.parquet")
     assert {"id", "classify_class", "classify_entropy", *[f"classify_p_{c}" for c in classes]} <= set(pred.columns)
     assert abs(pred[[f"classify_p_{c}" for c in classes]].sum(axis=1) - 1).max() < 1e-4
+    # trust flags: calibrated probabilities, an energy score and the out-of-distribution columns
+    assert abs(pred[[f"classify_pcal_{c}" for c in classes]].sum(axis=1) - 1).max() < 1e-4
+    assert {"classify_energy", "ood_score", "ood_pvalue", "ood_flag"} <= set(pred.columns)
+    assert pred["ood_pvalue"].between(0, 1).all() and pred["ood_flag"].dtype == bool
+    assert metrics["test/classify/temperature"] > 0 and 0.0 <= metrics["test/classify/ece_calibrated"] <= 1.0
     # checkpoints
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
     # W&B offline run files hold the logged metrics

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from galframe.api import Command
 from galframe.errors import ConfigError
 
-SUITES = ("fewshot", "detect", "restore", "params", "throughput", "search")
+SUITES = ("fewshot", "detect", "restore", "params", "throughput", "search", "shift")
 
 
 def _trainer(spec: str) -> str:
@@ -88,6 +88,12 @@ def run(cfg: Any, run_dir: Any) -> dict:
 
             s = dict(p.get("search") or {})
             search(s, out / "search", weights, headline=out.parent / "headline.json" if s.get("headline", True) else None)
+        elif name == "shift":
+            from galframe_bench.shift import run as shift
+
+            s = dict(p.get("shift") or {})
+            shift(s, out / "shift", weights, lvm, trainer, runs / "shift",
+                  headline=out.parent / "headline.json" if s.get("headline", True) else None)
         timings[name] = round(time.perf_counter() - start, 1)
         print(f"== {name}: {timings[name]:.0f} s", flush=True)
     write_report(out, profile, _machine(trainer), timings)
@@ -107,7 +113,8 @@ def write_report(out: Path, profile: str, machine: str, timings: Mapping[str, fl
                 ("Restoration and parameters against classical methods (restore, params)", "classical", ["classical.md"],
                  ["regress_scatter.png", "restore_examples.png"]),
                 ("Throughput", "throughput", ["throughput.md", "profile.md"], ["throughput.png", "profile.png"]),
-                ("Similarity search and anomaly ranking (search)", "search", ["search.md"], ["examples.png"])]
+                ("Similarity search and anomaly ranking (search)", "search", ["search.md"], ["examples.png"]),
+                ("Off the training distribution (shift)", "shift", ["shift.md"], ["shift.png"])]
     for title, sub, tables, plots in sections:
         d = out / sub
         if not d.is_dir():
@@ -129,7 +136,7 @@ def write_report(out: Path, profile: str, machine: str, timings: Mapping[str, fl
 COMMAND = Command(
     config_name="bench",
     run=run,
-    help="the reference comparisons: fewshot, detect, restore, params, throughput, search or all (--profile small|full)",
+    help="the reference comparisons: fewshot, detect, restore, params, throughput, search, shift or all (--profile small|full)",
     positional="suite",
     options=("profile",),
 )

@@ -78,7 +78,17 @@ def _model_ckpt(backbone: str, root: Path, path: Path) -> None:
     from galframe.build import build, compose
 
     torch.manual_seed(0)
-    model, _ = build(compose("train", _train_overrides(backbone, root, 64)), progress=False)
+    model, dm = build(compose("train", _train_overrides(backbone, root, 64)), progress=False)
+    # a trained model carries its trust reference set (galframe/trust.py): fill it to its full capacity
+    # from the stamps' embeddings, so predict pays the out-of-distribution columns' cost as it would
+    dm.setup("fit")
+    embeddings, model = [], model.eval()
+    with torch.inference_mode():
+        for batch in dm.train_dataloader():
+            embeddings.append(model.forward_features(batch["image"])[1].embedding)
+            if sum(len(e) for e in embeddings) >= model.trust.capacity:
+                break
+    model.trust.fit(torch.cat(embeddings))
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": pl.__version__,
                 "epoch": 0, "global_step": 0}, path)
 

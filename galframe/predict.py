@@ -58,6 +58,24 @@ def pick_device(spec: str = "auto") -> str:
     return str(spec)
 
 
+def resolve_read_ahead(spec: Any) -> bool:
+    """``read_ahead``: true, false or auto.  A reading thread helps only where a core is free for it: with as
+    many torch threads as cores, its work stalls every parallel region of the network (each waits for its
+    slowest thread), which on a 2-core machine cost more than reading in turn.  auto: on when the machine has
+    more cores than torch uses."""
+    import os
+
+    import torch
+
+    if isinstance(spec, str) and spec.lower() == "auto":
+        return (os.cpu_count() or 1) > torch.get_num_threads()
+    if isinstance(spec, str) and spec.lower() in ("true", "false"):
+        return spec.lower() == "true"
+    if isinstance(spec, bool):
+        return spec
+    raise ConfigError(f"read_ahead={spec!r}: true, false or auto.")
+
+
 # -- the run ------------------------------------------------------------------------------------------
 class Predictor:
     """Runs ``model`` over ``reader``'s shards (see the module docstring); :meth:`run` returns a summary."""
@@ -79,7 +97,7 @@ class Predictor:
         log: Callable[[str], None] = print,
         num_workers: int = 0,
         stages: Optional[Stages] = None,
-        read_ahead: bool = True,
+        read_ahead: Any = "auto",
     ) -> None:
         self.model, self.reader, self.core = model, reader, dict(core)
         self.out = Path(str(out)).expanduser().absolute()
@@ -103,7 +121,7 @@ class Predictor:
         self.size = int(model.data_info.image_size)
         self.detect_tasks = source_hooks(model)
         self.stages = stages or Stages()
-        self.read_ahead = bool(read_ahead)
+        self.read_ahead = resolve_read_ahead(read_ahead)
         self.reading: Optional[Stages] = None
         self.device = next(iter(model.parameters())).device if any(True for _ in model.parameters()) else "cpu"
 
@@ -389,7 +407,7 @@ def _predictor(cfg: Mapping[str, Any], device: str, workers: int, rank: int) -> 
         num_workers=workers,
         log=print if rank == 0 else (lambda s: None),
         stages=stages,
-        read_ahead=bool(cfg.get("read_ahead", True)),
+        read_ahead=cfg.get("read_ahead", "auto"),
     )
 
 

@@ -181,7 +181,7 @@ def test_the_fast_path_writes_the_reference_catalog(model, sims, tmp_path, monke
         _cube(root / f"obj{k:02d}.fits", _nan_stamp(sims[k]) if k % 3 == 0 else sims[k], ra=153.0 + k * 0.01)
     _cube(root / "obj16.fits", np.where(np.arange(64)[None, :, None] < 40, np.nan, sims[16]).astype(np.float32))
     data = {"plugin": "fits", "path": str(root), "shard_size": 8, "fill": fill}
-    fast = _predict(model, data, tmp_path / "fast.parquet", batch_size=4)
+    fast = _predict(model, data, tmp_path / "fast.parquet", batch_size=4, read_ahead=True)
     monkeypatch.setattr(base, "conform_many", _one_by_one)
     ref = _predict(model, data, tmp_path / "ref.parquet", batch_size=4, read_ahead=False)
     assert fast["rows"] == ref["rows"] == 13 and fast["rejects"] == ref["rejects"] == 8
@@ -455,3 +455,20 @@ def test_simulated_dataset_through_the_same_path_masks_nan_pixels(model, tiny_da
     assert cat["class_name"].tolist() == truth["class_name"].tolist()
     assert cat.set_index("id").loc[str(first), "n_bad_pixels"] == 2 and cat["n_bad_pixels"].sum() == 2
     assert {"mag_r", "mag_r_mean", "mag_r_sigma"} <= set(cat.columns) and "sersic_n" not in cat.columns
+
+
+def test_read_ahead_auto_uses_a_thread_only_where_a_core_is_free(monkeypatch) -> None:
+    import os
+
+    import torch
+
+    from galframe.errors import ConfigError
+    from galframe.predict import resolve_read_ahead
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert resolve_read_ahead("auto") is False and resolve_read_ahead(True) is True and resolve_read_ahead("false") is False
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert resolve_read_ahead("auto") is True
+    with pytest.raises(ConfigError, match="read_ahead='sometimes': true, false or auto"):
+        resolve_read_ahead("sometimes")

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "shifts": {
         "psf": ["data.sim.psf.family=kolmogorov"],
         "noise": ["data.sim.noise={poisson: true, gradient: 1.0, cosmic_rays: 0.3, bad_columns: 0.2, saturated_stars: 0.2}"],
-        "morphology": ["data.sim.morph.arms=[logspiral]", "data.sim.morph.dust_lane=0.8"],
+        "morphology": ["data.sim.morph.arms=[knots]", "data.sim.morph.tidal=[without]", "data.sim.morph.dust_lane=0.8"],
         "fainter": ["data.sim.mag_r.main=[15.5,18.77]", "data.sim.mag_r.faint=[18.77,21.0]"],
     },
     "bootstrap": 1000,

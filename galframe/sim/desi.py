@@ -35,7 +35,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from galframe.errors import ConfigError, did_you_mean
-from galframe.sim import merge_settings, number_in
+from galframe.sim import merge_settings, number_in, randomise
 from galframe.sim.desi_parts import (  # noqa: F401  (the components, importable from here)
     Model, _build_disk, _build_edge_on, _build_irregular, _build_merger, _build_smooth, _Ctx, _disk_q, _project, _quantize_n,
 )
@@ -100,7 +100,8 @@ def _pair(value: Any, what: str, lo: float = -math.inf, integer: bool = False) -
 
 def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any]:
     """The generator settings with defaults filled in, validated; raises ConfigError."""
-    spec = _merge(DEFAULTS, sim or {}, "sim")
+    sim, knobs = randomise.take(sim or {}, "desi")
+    spec = _merge(DEFAULTS, sim, "sim")
     classes = spec["classes"]
     if isinstance(classes, str) or not classes:
         raise ConfigError(f"sim.classes must be a non-empty list of class names (got {classes!r}).")
@@ -165,7 +166,7 @@ def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any
     if spec["clean_smoothing"] <= 0:
         # 0 would make cuspy profiles and knots need enormous FFTs
         raise ConfigError("sim.clean_smoothing must be > 0 (a tiny Gaussian, e.g. 0.05 arcsec).")
-    return spec
+    return randomise.attach(spec, knobs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,20 +195,17 @@ def object_class(cfg: Mapping[str, Any], i: int) -> int:
     return _start(cfg, i)[2]
 
 
-def _conditions(rng: np.random.Generator, spec: Mapping[str, Any], bands: list, galsim: Any, gsp: Any) -> tuple[dict, dict, dict]:
-    """(PSF FWHM, sky noise, Moffat PSF) per drawn band: one seeing factor per object, depth scatter per band."""
+def _conditions(rng: np.random.Generator, spec: Mapping[str, Any], bands: list, galsim: Any, gsp: Any,
+                dom: randomise.Domain) -> tuple[dict, dict, dict]:
+    """(PSF FWHM, sky noise, PSF) per drawn band: one seeing factor per object, depth scatter per band; the PSF
+    a Moffat (``sim.psf.family`` may choose another)."""
     scale, zp = float(spec["pixel_scale"]), float(spec["zeropoint"])
     seeing = float(np.clip(math.exp(rng.normal(0.0, float(spec["psf"]["seeing_scatter"]))), 0.5, 2.0))
     depth_shift = {b: float(rng.normal(0.0, float(spec["depth_scatter"]))) for b in BANDS}
     fwhm = {b: float(spec["psf"]["fwhm"][b]) * seeing for b in bands}
     sigma = {b: sky_sigma(float(spec["depth"][b]) + depth_shift[b], fwhm[b], scale, zp) for b in bands}
     psf_trunc = float(spec["psf"]["trunc"])
-    psfs = {
-        b: galsim.Moffat(
-            beta=float(spec["psf"]["beta"]), fwhm=fwhm[b], trunc=psf_trunc * fwhm[b] if psf_trunc > 0 else 0.0, gsparams=gsp
-        )
-        for b in bands
-    }
+    psfs = {b: dom.psf(galsim, fwhm[b], float(spec["psf"]["beta"]), gsp, psf_trunc) for b in bands}
     return fwhm, sigma, psfs
 
 
@@ -248,8 +246,9 @@ def _galaxy_model(ctx: _Ctx, name: str, mag_r: float, stamp: float) -> Model:
 
 
 def _galaxy(ctx: _Ctx, model: Model, mag_r: float, psfs: dict, bands: list, draw: dict, size: int,
-            offset: Any) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    """(image without noise, clean image, magnitudes, truth) of a galaxy made of ``model``'s components."""
+            offset: Any, delta: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """(image without noise, clean image, magnitudes, truth) of a galaxy made of ``model``'s components
+    (with a colour gradient of log-dilation ``delta``: ``randomise.colour_split``)."""
     galsim, gsp, spec = ctx.galsim, ctx.gsp, ctx.spec
     zp, scale = float(spec["zeropoint"]), float(spec["pixel_scale"])
     comps = model.components
@@ -261,6 +260,7 @@ def _galaxy(ctx: _Ctx, model: Model, mag_r: float, psfs: dict, bands: list, draw
     )
     totals = fluxes.sum(axis=0)
     mags = {b: zp - 2.5 * math.log10(totals[k]) for k, b in enumerate(BANDS)}
+    comps, fluxes = randomise.colour_split(comps, fluxes, delta, lambda c: True)
     image = np.empty((len(bands), size, size))
     for k, b in enumerate(bands):
         j = BANDS.index(b)
@@ -293,19 +293,28 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
     gsp = _gsparams(galsim)
 
     rng, gs_seed, cls = _start(cfg, i)
+    dom = randomise.Domain(spec, "desi", cfg["seed"], i)
     name = spec["classes"][cls]
     mag_r = _sample_mag(rng, *spec["mag_r"], float(spec["mag_slope"]))
-    offset = rng.uniform(-0.5, 0.5, size=2)
-    fwhm, sigma, psfs = _conditions(rng, spec, bands, galsim, gsp)
-    ctx = _Ctx(rng, galsim.BaseDeviate(gs_seed), galsim, gsp, spec)
+    offset = dom.offset(rng.uniform(-0.5, 0.5, size=2))
+    fwhm, sigma, psfs = _conditions(rng, spec, bands, galsim, gsp, dom)
+    ctx = _Ctx(rng, galsim.BaseDeviate(gs_seed), galsim, gsp, spec, dom)
     draw = dict(nx=size, ny=size, scale=scale, offset=(float(offset[0]), float(offset[1])))
     if name == "star":
         image, clean, mags, truth = _star(rng, mag_r, float(spec["zeropoint"]), psfs, bands, draw, size, offset)
     else:
         model = _galaxy_model(ctx, name, mag_r, size * scale)
-        image, clean, mags, truth = _galaxy(ctx, model, mag_r, psfs, bands, draw, size, offset)
+        delta = dom.colour_delta() if name != "merger" else 0.0  # a merger's pieces are not centred
+        image, clean, mags, truth = _galaxy(ctx, model, mag_r, psfs, bands, draw, size, offset, delta)
+    extra = randomise.background(dom, galsim, gsp, size * scale, float(spec["zeropoint"]))
+    if extra:
+        more, more_clean = randomise.draw_sources(galsim, gsp, extra, psfs, bands, draw, float(spec["clean_smoothing"]))
+        image, clean = image + more, clean + more_clean
     noise = rng.standard_normal(size=(len(bands), size, size))
-    image = image + noise * np.array([sigma[b] for b in bands])[:, None, None]
+    sigmas = [sigma[b] for b in bands]
+    observed, image = image, image + noise * np.array(sigmas)[:, None, None]
+    if dom.noise_on:
+        image = dom.add_noise(observed, image, sigmas, [psfs[b] for b in bands], draw, bands, float(spec["zeropoint"]))
 
     row: dict[str, Any] = {"class": cls, "class_name": name}
     row.update({k: truth[k] for k in ("sersic_n", "half_light_radius", "axis_ratio", "position_angle")})
@@ -318,6 +327,7 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
         row[f"sky_sigma_{b}"] = sigma[b]
     row["offset_x"] = float(offset[0])
     row["offset_y"] = float(offset[1])
+    row.update(dom.columns(bands))
     return image.astype(np.float32), clean.astype(np.float32), row
 
 

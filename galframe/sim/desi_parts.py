@@ -8,6 +8,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from galframe.sim import randomise
+
 #: (mean g-r, mean r-z, scatter) of the colour families
 COLOURS = {
     "red": (0.95, 0.58, 0.06),  # ellipticals and bulges
@@ -37,14 +39,18 @@ class Model:
 
 
 class _Ctx:
-    """What the builders need: numpy and GalSim generators, GalSim, gsparams, settings."""
+    """What the builders need: numpy and GalSim generators, GalSim, gsparams, settings, and the object's
+    domain-randomisation knobs (``randomise.Domain``; None: none, as today)."""
 
-    def __init__(self, rng: np.random.Generator, gs_rng: Any, galsim: Any, gsparams: Any, spec: Mapping) -> None:
+    def __init__(self, rng: np.random.Generator, gs_rng: Any, galsim: Any, gsparams: Any, spec: Mapping,
+                 domain: Any = None) -> None:
         self.rng, self.gs_rng, self.galsim, self.gsp, self.spec = rng, gs_rng, galsim, gsparams, spec
+        self.domain = domain
 
-    def colour(self, family: str) -> tuple[float, float]:
+    def colour(self, family: str, rng: Any = None) -> tuple[float, float]:
         gr, rz, sd = COLOURS[family]
-        return float(self.rng.normal(gr, sd)), float(self.rng.normal(rz, sd))
+        rng = self.rng if rng is None else rng
+        return float(rng.normal(gr, sd)), float(rng.normal(rz, sd))
 
     def sersic(self, n: float, hlr: float) -> Any:
         # low-index profiles fall fast: truncate only the extended ones (n >= 2)
@@ -102,7 +108,9 @@ def _spiral(ctx: _Ctx, h: float, cos_i: float, pa_deg: float, sigma: float) -> A
     x by acos(cos_i) and rotated by pa_deg; unit flux.
 
     The knots are a ``RandomKnots`` shot from an arm-shaped profile (elongated Gaussian segments
-    along each arm, fading outwards), then projected and convolved with a Gaussian of ``sigma``.
+    along each arm, fading outwards), then projected and convolved with a Gaussian of ``sigma``;
+    with ``sim.morph.arms`` ``logspiral`` the arms are that profile itself, continuous (the knots are
+    still drawn, so the object's other random draws stay as they are).
     """
     g, rng = ctx.galsim, ctx.rng
     n_arms = int(rng.choice([2, 2, 2, 3]))
@@ -131,7 +139,10 @@ def _spiral(ctx: _Ctx, h: float, cos_i: float, pa_deg: float, sigma: float) -> A
     arms = g.Sum(segments, gsparams=ctx.gsp)
     arms = arms.withFlux(1.0)
     lo, hi = ctx.spec["knots"]["spiral_arms"]
-    return _knots(ctx, int(rng.integers(lo, hi + 1)), arms, sigma, lambda k: _project(k, cos_i, pa_deg, g))
+    knots = _knots(ctx, int(rng.integers(lo, hi + 1)), arms, sigma, lambda k: _project(k, cos_i, pa_deg, g))
+    if ctx.domain is not None and ctx.domain.arms() == "logspiral":
+        return g.Convolve(_project(arms, cos_i, pa_deg, g), g.Gaussian(sigma=sigma, gsparams=ctx.gsp), gsparams=ctx.gsp)
+    return knots
 
 
 def _build_smooth(ctx: _Ctx, h: float) -> Model:
@@ -203,6 +214,8 @@ def _build_edge_on(ctx: _Ctx, h: float) -> Model:
         bulge = ctx.sersic(n_bulge, hb).shear(q=rng.uniform(0.6, 0.9), beta=pa * g.degrees)
         comps.append(Component(bulge, bt, *ctx.colour("red"), bulge=True))
     comps.append(Component(disk, 1.0 - bt, *ctx.colour("dusty")))
+    if ctx.domain is not None:
+        randomise.add_dust_lane(ctx.domain, g, comps, incl * g.degrees, h, h_over_r, pa, ctx.gsp)
     return Model(comps, n_bulge, _disk_q(math.cos(math.radians(incl)), h_over_r), pa)
 
 
@@ -255,19 +268,27 @@ def _build_merger(ctx: _Ctx, h: float, image_arcsec: float) -> Model:
     comps: list[Component] = []
     share = (f1, f2)
     tail = rng.random() < 0.6
-    f_tail = float(rng.uniform(0.05, 0.12)) if tail else 0.0
+    # sim.morph.tidal may force the tail on or off; today's draws stay on the main stream either way
+    want = tail if ctx.domain is None else ctx.domain.tidal()
+    want = tail if want is None else want
+    src = rng if tail or ctx.domain is None else ctx.domain.rng("tidal")
+    f_tail = plume = colour = None
+    if want or tail:
+        f_tail = float(src.uniform(0.05, 0.12))
+        # a faint, strongly elongated plume off the primary, roughly tangential to the pair axis
+        ang = phi + math.pi + src.choice([-1, 1]) * src.uniform(math.radians(50), math.radians(110))
+        dist = sep * src.uniform(0.5, 0.9)
+        tx, ty = pos[0][0] + dist * math.cos(ang), pos[0][1] + dist * math.sin(ang)
+        along = math.degrees(ang) + 90.0 + src.normal(0, 20.0)
+        plume = ctx.sersic(0.5, max(0.6, h1 * src.uniform(0.8, 1.5))).shear(
+            q=src.uniform(0.12, 0.3), beta=along * g.degrees
+        ).shift(tx, ty)
+        colour = ctx.colour("blue", src)
+    f_tail = f_tail if want else 0.0
     for model, (x, y), s in zip(models, pos, share):
         for c in model.components:
             comps.append(Component(c.profile.shift(x, y), c.frac * s * (1.0 - f_tail), c.gr, c.rz, c.bulge))
-    if tail:
-        # a faint, strongly elongated plume off the primary, roughly tangential to the pair axis
-        ang = phi + math.pi + rng.choice([-1, 1]) * rng.uniform(math.radians(50), math.radians(110))
-        dist = sep * rng.uniform(0.5, 0.9)
-        tx, ty = pos[0][0] + dist * math.cos(ang), pos[0][1] + dist * math.sin(ang)
-        along = math.degrees(ang) + 90.0 + rng.normal(0, 20.0)
-        plume = ctx.sersic(0.5, max(0.6, h1 * rng.uniform(0.8, 1.5))).shear(
-            q=rng.uniform(0.12, 0.3), beta=along * g.degrees
-        )
-        comps.append(Component(plume.shift(tx, ty), f_tail, *ctx.colour("blue")))
+    if want:
+        comps.append(Component(plume, f_tail, *colour))
     primary = models[0]
     return Model(comps, primary.sersic_n, primary.axis_ratio, primary.position_angle)

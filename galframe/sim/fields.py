@@ -13,7 +13,9 @@ object whose mask has fewer than ``min_area`` pixels is kept in the table with
 ``annotated = False``: it is below what a detector can be asked to find, but counts for
 completeness versus magnitude.  Boxes are the tight boxes of the masks.
 
-Randomness comes only from ``(seed, i)`` as in the ``desi`` generator.
+Randomness comes only from ``(seed, i)`` as in the ``desi`` generator.  Domain randomisation
+(:mod:`galframe.sim.randomise`): ``sim.psf`` (family, beta range, ellipticity), ``sim.noise`` (Poisson,
+gradient, cosmic rays, bad columns, saturated stars) and ``sim.morph`` (``arms``, ``dust_lane``), per field.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from galframe.data.masks import mask_to_rle
 from galframe.errors import ConfigError
-from galframe.sim import desi
+from galframe.sim import desi, randomise
 
 CLASSES = ("galaxy", "star")
 GALAXY_TYPES = ("smooth", "featured_disk", "edge_on", "irregular")
@@ -69,7 +71,8 @@ _REPLACE = ("sim.psf.fwhm", "sim.depth")
 def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any]:
     """Generator settings with defaults filled in and checked; raises ConfigError."""
     spec = copy.deepcopy(DEFAULTS)
-    for key, value in (sim or {}).items():
+    sim, knobs = randomise.take(sim or {}, "fields")
+    for key, value in sim.items():
         if key not in DEFAULTS:
             raise ConfigError(f"Unknown key 'sim.{key}' for the fields generator.{desi.did_you_mean(key, list(DEFAULTS))}")
         if isinstance(value, Mapping) and isinstance(spec[key], dict) and f"sim.{key}" not in _REPLACE:
@@ -106,7 +109,7 @@ def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any
         raise ConfigError(f"sim.blend_fraction must be in [0, 1] (got {spec['blend_fraction']}).")
     if int(spec["min_area"]) < 1:
         raise ConfigError(f"sim.min_area must be at least 1 pixel (got {spec['min_area']}).")
-    return spec
+    return randomise.attach(spec, knobs)
 
 
 def _mask_threshold(spec: Mapping[str, Any]) -> float:
@@ -115,8 +118,9 @@ def _mask_threshold(spec: Mapping[str, Any]) -> float:
     return 10.0 ** ((float(spec["zeropoint"]) - float(spec["mask_sb"])) / 2.5) * scale**2
 
 
-def _conditions(rng: np.random.Generator, spec: Mapping[str, Any], bands: list, galsim: Any, gsp: Any) -> tuple[dict, dict, dict]:
-    """(PSF FWHM, sky noise, Moffat PSF) per band of one field."""
+def _conditions(rng: np.random.Generator, spec: Mapping[str, Any], bands: list, galsim: Any, gsp: Any,
+                dom: randomise.Domain) -> tuple[dict, dict, dict]:
+    """(PSF FWHM, sky noise, PSF: Moffat unless ``sim.psf.family``) per band of one field."""
     scale, zp = float(spec["pixel_scale"]), float(spec["zeropoint"])
     seeing = float(np.clip(math.exp(rng.normal(0.0, float(spec["psf"]["seeing_scatter"]))), 0.5, 2.0))
     fwhm = {b: float(spec["psf"]["fwhm"][b]) * seeing for b in bands}
@@ -124,7 +128,7 @@ def _conditions(rng: np.random.Generator, spec: Mapping[str, Any], bands: list, 
         b: desi.sky_sigma(float(spec["depth"][b]) + float(rng.normal(0.0, float(spec["depth_scatter"]))), fwhm[b], scale, zp)
         for b in bands
     }
-    psfs = {b: galsim.Moffat(beta=float(spec["psf"]["beta"]), fwhm=fwhm[b], gsparams=gsp) for b in bands}
+    psfs = {b: dom.psf(galsim, fwhm[b], float(spec["psf"]["beta"]), gsp) for b in bands}
     return fwhm, sigma, psfs
 
 
@@ -215,8 +219,9 @@ def simulate_field(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, dict[str
     gsp = desi._gsparams(galsim)
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg["seed"]), int(i), 17]))
     gs_rng = galsim.BaseDeviate(int(rng.integers(1, 2**31 - 1)))
-    ctx = desi._Ctx(rng, gs_rng, galsim, gsp, spec)
-    fwhm, sigma, psfs = _conditions(rng, spec, bands, galsim, gsp)
+    dom = randomise.Domain(spec, "fields", cfg["seed"], i)
+    ctx = desi._Ctx(rng, gs_rng, galsim, gsp, spec, dom)
+    fwhm, sigma, psfs = _conditions(rng, spec, bands, galsim, gsp, dom)
     threshold = _mask_threshold(spec)
     centre = (size - 1) / 2.0
 
@@ -240,6 +245,11 @@ def simulate_field(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, dict[str
         instances.append(_instance(kind, gtype, x, y, hlr, mags, own.sum(axis=0) > threshold, int(spec["min_area"])))
 
     noise = rng.standard_normal(size=image.shape) * np.array([sigma[b] for b in bands])[:, None, None]
+    observed, image = image, image + noise
+    if dom.noise_on:
+        draw = dict(nx=size, ny=size, scale=scale, offset=(0.0, 0.0))
+        image = dom.add_noise(observed, image, [sigma[b] for b in bands], [psfs[b] for b in bands], draw, bands,
+                              float(spec["zeropoint"]))
     field: dict[str, Any] = {
         "n_objects": len(instances),
         "n_annotated": int(sum(r["annotated"] for r in instances)),
@@ -248,8 +258,9 @@ def simulate_field(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, dict[str
         **{f"psf_fwhm_{b}": fwhm[b] for b in bands},
         **{f"sky_sigma_{b}": sigma[b] for b in bands},
         "instances": instances,
+        **dom.columns(bands),
     }
-    return (image + noise).astype(np.float32), field
+    return image.astype(np.float32), field
 
 
 def simulate_range(cfg: Mapping[str, Any], start: int, stop: int) -> tuple[int, np.ndarray, Optional[np.ndarray], list[dict]]:

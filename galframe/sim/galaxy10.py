@@ -43,7 +43,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from galframe.sim import desi, rare, votes
+from galframe.sim import desi, randomise, rare, votes
 from galframe.sim.galaxy10_config import (  # noqa: F401  (the generator's settings, importable from here)
     BANDS, BARRED, CIGAR, CLASSES, DEFAULTS, DISTURBED, EDGE_BULGE, EDGE_NO_BULGE, IN_BETWEEN, LOOSE, MERGING, ROUND,
     SIZE_FACTOR, TIGHT, VERSION, resolve, vote_schema,
@@ -90,6 +90,8 @@ class _Scene:
     psfs: Any = None
     nea: Any = None
     sigma: Any = None
+    #: the object's domain-randomisation knobs (``randomise.Domain``)
+    dom: Any = None
 
     @property
     def draw(self) -> dict:
@@ -107,7 +109,7 @@ def _conditions(rng: np.random.Generator, scene: _Scene) -> None:
     shared = rng.normal(0.0, float(psf_cfg["scatter"]))
     scene.fwhm = {b: float(psf_cfg["fwhm"][b]) * float(np.clip(math.exp(shared + rng.normal(0.0, float(psf_cfg["band_scatter"]))), 0.5, 2.5)) for b in BANDS}
     scene.depth = {b: float(spec["depth"][b]) + float(rng.normal(0.0, float(spec["depth_scatter"]))) for b in BANDS}
-    scene.psfs = {b: galsim.Moffat(beta=float(psf_cfg["beta"]), fwhm=scene.fwhm[b], gsparams=gsp) for b in BANDS}
+    scene.psfs = {b: scene.dom.psf(galsim, scene.fwhm[b], float(psf_cfg["beta"]), gsp) for b in BANDS}
     scene.nea = {b: psf_nea(scene.psfs[b], scene.scale) for b in BANDS}
     scene.sigma = {b: sky_sigma_psf(scene.depth[b], scene.nea[b], scene.zp) for b in BANDS}
 
@@ -125,8 +127,10 @@ def _size(rng: np.random.Generator, size_cfg: Mapping[str, Any], mag_r: float, p
     return float(np.clip(10.0**log_h, size_cfg["min"], size_cfg["max"]))
 
 
-def _disturbance(rng: np.random.Generator, pop: int, p: dict, h: float, spec: Mapping[str, Any], stamp: float) -> Optional[tuple]:
-    """A companion (``(ratio, separation, angle, size, params)`` or None), tidal light and offset light."""
+def _disturbance(rng: np.random.Generator, pop: int, p: dict, h: float, spec: Mapping[str, Any], stamp: float,
+                 dom: Optional[randomise.Domain] = None) -> Optional[tuple]:
+    """A companion (``(ratio, separation, angle, size, params)`` or None), tidal light and offset light
+    (``sim.morph.tidal`` may force a merger's tidal features on or off)."""
     feat, size_cfg = spec["features"], spec["size"]
     companion = None
     if pop == MERGING or (pop == DISTURBED and rng.random() < 0.3):
@@ -149,6 +153,15 @@ def _disturbance(rng: np.random.Generator, pop: int, p: dict, h: float, spec: Ma
         p["asymmetry"] = float(rng.uniform(lo, hi)) if pop == DISTURBED else float(rng.uniform(0.0, 0.5 * hi))
     else:
         p["asymmetry"] = float(rng.uniform(0.0, 0.05))
+    # sim.morph.tidal: a merger's tidal light forced off (still drawn, unused, so that the main random
+    # stream runs as today) or on (drawn from the knob's own stream)
+    forced = dom.tidal() if (dom is not None and companion is not None) else None
+    if forced is False and p["tidal_fraction"] > 0:
+        p["tidal_fraction"], p["tidal_unused"] = 0.0, True
+    elif forced and p["tidal_fraction"] <= 0:
+        trng = p["tidal_rng"] = dom.rng("tidal")
+        p["tidal_fraction"] = float(trng.uniform(*feat["tidal_fraction"]))
+        p["n_tails"], p["n_shells"] = int(trng.choice([1, 2])), 0
     return companion
 
 
@@ -181,10 +194,15 @@ def _assemble(ctx: Any, scene: _Scene, pop: int, p: dict, comps: list, companion
     else:
         p["companion_separation"] = 0.0
         p["bridge_to"] = None
-    if f_tidal > 0:
-        img, tscale = _tidal_image(rng, h, p, 0.6 * scene.size * scene.scale)
+    if f_tidal > 0 or p.get("tidal_unused"):
+        trng = p.get("tidal_rng", rng)
+        img, tscale = _tidal_image(trng, h, p, 0.6 * scene.size * scene.scale)
         tidal = galsim.InterpolatedImage(galsim.Image(img, scale=tscale), flux=1.0, gsparams=gsp)
-        parts.append(Comp(tidal, share1 * f_tidal, *_colour(rng, "tidal"), "tidal"))
+        colour = _colour(trng, "tidal")
+        if p.get("tidal_unused"):
+            p["n_tails"], p["n_shells"] = 0, 0
+        else:
+            parts.append(Comp(tidal, share1 * f_tidal, *colour, "tidal"))
     return parts
 
 
@@ -381,17 +399,22 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
     kind, rare_rng = rare.pick(cfg["seed"], i, spec.get("rare"))
     if kind:  # its own random stream: the main one, hence every other object, is as without sim.rare
         pop = rare.host_population(kind, rare_rng)
-    ctx = desi._Ctx(rng, galsim.BaseDeviate(gs_seed), galsim, gsp, spec)
+    # the domain-randomisation knobs draw from streams of their own too
+    scene.dom = dom = randomise.Domain(spec, "galaxy10", cfg["seed"], i)
+    ctx = desi._Ctx(rng, galsim.BaseDeviate(gs_seed), galsim, gsp, spec, dom)
     _conditions(rng, scene)
     mag_r = _sample_mag(rng, spec["mag_r"])
-    scene.offset = offset = rng.uniform(-0.5, 0.5, size=2)
+    scene.offset = offset = dom.offset(rng.uniform(-0.5, 0.5, size=2))
     h = _size(rng, spec["size"], mag_r, pop)
     p = _draw_params(rng, pop, spec)
     comps = _galaxy(ctx, h, p, spec)
-    companion = _disturbance(rng, pop, p, h, spec, scene.size * scene.scale)
+    companion = _disturbance(rng, pop, p, h, spec, scene.size * scene.scale, dom)
     parts = _assemble(ctx, scene, pop, p, comps, companion, h)
     extra, nb, hn, star_mag, star_pos = _contaminants(ctx, scene, mag_r, h)
+    extra += randomise.background(dom, galsim, gsp, scene.size * scene.scale, scene.zp)
     fluxes, totals, mags = _band_fluxes(parts, mag_r, scene.zp)
+    # a colour gradient across the primary galaxy's own (centred) light
+    parts, fluxes = randomise.colour_split(parts, fluxes, dom.colour_delta(), lambda c: c.group in ("main", "bar", "arms"))
     rare_truth = None
     if kind:
         light, rare_truth = rare.rare_light(galsim, gsp, rare_rng, kind, spec["rare"], h, float(p["pa"]), float(totals[1]),
@@ -411,7 +434,10 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
     if extra:
         _add_contaminants(scene, observed, clean, extra, star_pos)
     noise_draw = rng.standard_normal(size=(len(scene.bands), scene.size, scene.size))
-    image = observed + noise_draw * np.array([scene.sigma[b] for b in scene.bands])[:, None, None]
+    sigmas = [scene.sigma[b] for b in scene.bands]
+    image = observed + noise_draw * np.array(sigmas)[:, None, None]
+    if dom.noise_on:
+        image = dom.add_noise(observed, image, sigmas, [scene.psfs[b] for b in scene.bands], scene.draw, scene.bands, scene.zp)
 
     row: dict[str, Any] = {"class": label, "class_name": CLASSES[label], "true_class": t_cls, "true_class_name": CLASSES[t_cls]}
     row["population"] = pop
@@ -423,6 +449,7 @@ def simulate_object(cfg: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndar
     row.update(_conditions_row(scene, conv, seen))
     if spec.get("rare"):
         row.update(rare.columns(kind, rare_truth))
+    row.update(dom.columns(scene.bands))
     return image.astype(np.float32), clean.astype(np.float32), row
 
 

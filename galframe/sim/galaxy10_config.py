@@ -7,7 +7,7 @@ import math
 from typing import Any, Mapping, Optional
 
 from galframe.errors import ConfigError
-from galframe.sim import merge_settings, number_in, rare, votes
+from galframe.sim import merge_settings, number_in, randomise, rare, votes
 from galframe.sim.votes import GALAXY10
 
 CLASSES = GALAXY10
@@ -114,6 +114,7 @@ def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any
     sim = dict(sim or {})
     given = sim.pop("version", VERSION)  # a resolved spec (e.g. from a manifest) may carry it
     rare_spec = rare.resolve(sim.pop("rare", None))
+    sim, knobs = randomise.take(sim, "galaxy10")  # domain randomisation (galframe.sim.randomise)
     if given != VERSION:
         raise ConfigError(f"sim.version {given!r}: this galaxy10 generator is version {VERSION}; leave sim.version out.")
     spec = _merge(DEFAULTS, sim, "sim")
@@ -132,7 +133,7 @@ def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any
     spec["clean_smoothing"] = _number(spec["clean_smoothing"], "sim.clean_smoothing", 0.0, 1.0)
     if spec["clean_smoothing"] <= 0:
         raise ConfigError("sim.clean_smoothing must be > 0 (a tiny Gaussian, e.g. 0.05 arcsec).")
-    return spec
+    return randomise.attach(spec, knobs)
 
 
 def _check_classes(spec: dict) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from galframe.sim import desi
+from galframe.sim import desi, randomise
 from galframe.sim.galaxy10_config import (
     BARRED, CIGAR, COLOURS, DISTURBED, EDGE_BULGE, EDGE_NO_BULGE, IN_BETWEEN, LOOSE, MERGING, ROUND, TIGHT,
 )
@@ -306,14 +306,20 @@ def _galaxy(ctx: Any, h: float, p: dict[str, Any], spec: Mapping[str, Any], grou
         twin = _twin(g, _azimuthal_average(face_on), 2.0 * ext / 64, ctx.gsp)
         comps.append(Comp(desi._project(bar, cos_i, pa, g), rest * bar_f, *_colour(rng, "bar"), group or "bar",
                           twin=desi._project(twin, cos_i, pa, g)))
+    dom = ctx.domain
     if arm_f > 0:
         p["arm_r_in"] = max(p["bar_length"], 0.3 * h_disk)
         img, scale = _arms_image(rng, h_disk, p, float(feat["flocculence"]))
-        arms = g.InterpolatedImage(g.Image(img, scale=scale), flux=1.0, gsparams=ctx.gsp)
+        if dom is not None and dom.arms() == "knots":  # sim.morph.arms: knots placed by the same arm pattern
+            arms = randomise.knotty_arms(g, dom.rng("arms"), img, scale, ctx.gsp)
+        else:
+            arms = g.InterpolatedImage(g.Image(img, scale=scale), flux=1.0, gsparams=ctx.gsp)
         twin = _twin(g, _azimuthal_average(img), scale, ctx.gsp)
         comps.append(Comp(desi._project(arms, cos_i, pa, g), rest * arm_f, *_colour(rng, "arms"), group or "arms",
                           twin=desi._project(twin, cos_i, pa, g)))
     comps.append(Comp(disk, rest * (1.0 - bar_f - arm_f), *_colour(rng, "disk"), group or "main"))
+    if dom is not None and p["family"] == "disk" and p["inclination"] >= float(spec["truth"]["edge_on_inclination"]):
+        randomise.add_dust_lane(dom, g, comps, incl * g.radians, h_disk, p["h_over_r"], pa, ctx.gsp)
     return comps
 
 

@@ -1,5 +1,5 @@
 """The plugin contract: what a backbone, a task, a batch field, a reader, a pretext objective, an
-acquisition and an oracle provide.
+encoder of another modality, a fusion of modalities, an acquisition and an oracle provide.
 
 A plugin is a class registered under the entry-point group ``galframe.plugins`` with a name of the
 form ``<kind>.<name>`` (for example ``backbone.timm``, ``task.classify``, ``field.label`` or
@@ -251,6 +251,53 @@ class Pretext(nn.Module):
     def monitors(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Values logged on validation batches (collapse monitors, validation losses)."""
         return {}
+
+
+# -- modalities besides the image ------------------------------------------------------------------
+class Encoder(nn.Module):
+    """Base class of every encoder plugin (entry point ``encoder.<name>``): a modality besides the image (a
+    catalog's columns, a spectrum) made into a (B, embed_dim) embedding.  ``modalities: [image, tabular]``
+    builds ``encoders.<modality>`` as ``cls(name=<modality>, data=DataInfo, **options)``; it reads the batch
+    key of that name, loaded by the field :meth:`field` returns (else by ``field.<modality>``).  An object may
+    lack any modality: :meth:`present` says which carry it, and the fusion masks the others out (a modality
+    missing from the inputs altogether, as images predicted alone, is absent).  ``forward`` must be finite on
+    every row, absent ones included (zero what is missing): their output is discarded and no gradient reaches
+    the encoder through them.  No layer may mix the objects of a batch (no batch normalisation)."""
+
+    kind: ClassVar[str] = "encoder"
+    embed_dim: int = 0  # width of the embedding forward returns; set in __init__
+
+    def __init__(self, name: str, data: DataInfo, **cfg: Any) -> None:
+        super().__init__()
+        self.modality, self.data = name, data
+
+    @classmethod
+    def field(cls, name: str, options: Mapping[str, Any]) -> Optional["Field"]:
+        """The batch field loading modality ``name`` for an encoder built with ``options``; None: ``field.<name>``."""
+        return None
+
+    def present(self, x: Any) -> torch.Tensor:
+        """(B,) bool: which objects of the batch value ``x`` carry this modality (default: all)."""
+        return torch.ones(len(x), dtype=torch.bool, device=x.device)
+
+    def forward(self, x: Any) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Fusion(nn.Module):
+    """Base class of every fusion plugin (entry point ``fusion.<name>``): the modalities' embeddings made into
+    the one (B, embed_dim) embedding tasks read, built as ``cls(dims={modality: width}, embed_dim=<the
+    backbone's>, **options)``.  ``forward({modality: (B, D_m)}, {modality: (B,) bool})``: an absent
+    modality's row (zeros) must not reach the output."""
+
+    kind: ClassVar[str] = "fusion"
+
+    def __init__(self, dims: Mapping[str, int], embed_dim: int, **cfg: Any) -> None:
+        super().__init__()
+        self.dims, self.embed_dim = dict(dims), int(embed_dim)
+
+    def forward(self, embeddings: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
 
 
 # -- batch fields ----------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ def to_dict(cfg: Any) -> dict:
 # -- model and data ---------------------------------------------------------------------------------------
 def model_config(cfg: dict, info: Any) -> dict:
     """The GalaxyModel config of a composed config, for data described by ``info`` (a DataInfo)."""
+    from galframe.modalities import model_entries
     from galframe.model import data_info_dict
 
     return {
@@ -96,6 +97,8 @@ def model_config(cfg: dict, info: Any) -> dict:
         **({"trust": dict(cfg["trust"])} if cfg.get("trust") is not None else {}),
         # label-free objectives (galframe pretrain: {name: {plugin, weight, options}}), trained beside any tasks
         **({"pretexts": cfg["pretexts"]} if cfg.get("pretexts") else {}),
+        # modalities besides the image, their encoders and fusion (galframe/modalities.py); nothing for images alone
+        **model_entries(cfg),
     }
 
 
@@ -116,13 +119,14 @@ def task_requires(cfg: dict) -> list[str]:
 
 
 def build_datamodule(cfg: Any, progress: Optional[bool] = None) -> Any:
-    """The GalaxyDataModule of a composed config, loading what its tasks read."""
+    """The GalaxyDataModule of a composed config, loading what its tasks read and its modalities besides the image."""
     from galframe.data.datamodule import GalaxyDataModule
+    from galframe.modalities import fields
 
     cfg = to_dict(cfg)
     if progress is None:
         progress = bool((cfg.get("trainer") or {}).get("progress_bar", False))
-    return GalaxyDataModule(cfg["data"], requires=task_requires(cfg), progress=progress)
+    return GalaxyDataModule(cfg["data"], requires=task_requires(cfg), progress=progress, fields=fields(cfg))
 
 
 def build(cfg: Any, *, datamodule: Any = None, resuming: bool = False, progress: Optional[bool] = None) -> tuple[Any, Any]:

@@ -1,6 +1,7 @@
 """GalaxyModel: one backbone and a dict of task heads, trained together by Lightning."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict
 from typing import Any, Mapping, Optional
@@ -15,6 +16,7 @@ from galframe.api import DataInfo, Features
 from galframe.data.augment import augment_batch
 from galframe.data.scaling import build_scaling
 from galframe.errors import ConfigError, DataError, PluginError, check_choice
+from galframe.modalities import Modalities, is_multimodal
 
 FINETUNE_MODES = ("full", "frozen", "last_n")
 CORE_TASK_KEYS = ("plugin", "weight", "optimized_metric")  # read by galframe itself, not by the task plugin
@@ -88,6 +90,9 @@ class GalaxyModel(pl.LightningModule):
                 "pretext", plugin, options, backbone=self.backbone, data=self.data_info, scaling=self.scaling
             )
             self.pretext_weights[pretext_name] = float(core.get("weight", 1.0))
+        # modalities besides the image (galframe/modalities.py): their encoders and fusion; None for images alone
+        self.modal = Modalities(cfg, self.data_info, self.backbone.embed_dim) if is_multimodal(cfg) else None
+        self._modal_inputs: Optional[Mapping[str, Any]] = None
         from galframe.trust import Trust
 
         trust_cfg = {"capacity": 2000, "k": 10, "quantile": 0.95, **dict(cfg.get("trust") or {})}
@@ -105,7 +110,10 @@ class GalaxyModel(pl.LightningModule):
         return self.hparams["config"]
 
     def _used_blocks(self) -> list[nn.Module]:
-        """The backbone stages this model runs: all of them when a task decodes or a pretext trains, else the encoder's."""
+        """The backbone stages this model runs: all of them when a task decodes or a pretext trains, else the encoder's
+        (none when the model reads no image)."""
+        if self.modal is not None and not self.modal.uses_image:
+            return []
         return self.backbone.blocks() if self.decode or len(self.pretexts) else self.backbone.encoder_blocks()
 
     def _apply_finetune(self) -> list[nn.Module]:
@@ -176,19 +184,43 @@ class GalaxyModel(pl.LightningModule):
                 f"{source}: has bands {list(bands)}, but this model was trained on {self.bands}."
             )
 
-    def forward(self, flux: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-        return self.forward_features(flux)[0]
+    def forward(self, flux: torch.Tensor, inputs: Optional[Mapping[str, Any]] = None) -> dict[str, dict[str, torch.Tensor]]:
+        return self.forward_features(flux, inputs)[0]
 
-    def forward_features(self, flux: torch.Tensor) -> tuple[dict[str, dict[str, torch.Tensor]], Features]:
-        """(every task's outputs, the backbone's features) for a batch of flux."""
+    @contextlib.contextmanager
+    def inputs_from(self, batch: Mapping[str, Any]) -> Any:
+        """Within the block, ``forward_features(flux)`` of a model of several modalities reads the others from
+        ``batch`` (for callers that pass only the image, as galframe.inference does)."""
+        self._modal_inputs = batch
+        try:
+            yield self
+        finally:
+            self._modal_inputs = None
+
+    def forward_features(self, flux: torch.Tensor, inputs: Optional[Mapping[str, Any]] = None
+                         ) -> tuple[dict[str, dict[str, torch.Tensor]], Features]:
+        """(every task's outputs, the backbone's features) for a batch of flux.  A model of several modalities
+        reads the others from ``inputs`` (a batch dict; default: the one :meth:`inputs_from` set); a modality
+        missing there is absent for every object, and ``Features.embedding`` is the fused embedding."""
         if flux.dim() != 4 or flux.shape[1] != len(self.bands):
             raise DataError(
                 f"input has shape {tuple(flux.shape)}; this model expects (batch, {len(self.bands)} bands {self.bands}, H, W)."
             )
         for task in self._input_changers:  # e.g. restore with upscale: the network sees a coarser image
             flux = task.transform_input(flux)
-        features: Features = self.backbone(self.scaling(flux), decode=self.decode)
+        if self.modal is None:
+            features: Features = self.backbone(self.scaling(flux), decode=self.decode)
+        else:
+            features = self._fused_features(flux, self._modal_inputs if inputs is None else inputs)
         return {name: task(features) for name, task in self.tasks.items()}, features
+
+    def _fused_features(self, flux: torch.Tensor, inputs: Optional[Mapping[str, Any]]) -> Features:
+        """The image's features (none when the model reads no image) with the fused embedding of every modality."""
+        n = flux.shape[0]
+        if self.modal.uses_image:
+            image = self.backbone(self.scaling(flux), decode=self.decode)
+            return Features(image.maps, self.modal(image.embedding, inputs, n, flux.device), image.decoded)
+        return Features([], self.modal(None, inputs, n, flux.device))
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         trainer = self._trainer
@@ -213,7 +245,7 @@ class GalaxyModel(pl.LightningModule):
         bs = batch["image"].shape[0]
         total: Any = 0.0
         if len(self.tasks):
-            outputs = self(batch["image"])
+            outputs = self(batch["image"], batch)
             total, losses = self._losses(outputs, batch)
             for name, value in losses.items():
                 self.log(f"train/{name}/loss", value, batch_size=bs)
@@ -263,7 +295,7 @@ class GalaxyModel(pl.LightningModule):
         bs = batch["image"].shape[0]
         total = None
         if len(self.tasks):
-            outputs, features = self.forward_features(batch["image"])
+            outputs, features = self.forward_features(batch["image"], batch)
             if stage == "val" and sum(len(e) for e in self._reference) < self.trust.capacity:
                 self._reference.append(features.embedding.detach().float())
             total, losses = self._losses(outputs, batch)
@@ -322,7 +354,8 @@ class GalaxyModel(pl.LightningModule):
         """The batch's ``id`` and every task's catalog columns (and ``sources``): see :func:`galframe.inference.batch_columns`."""
         from galframe.inference import batch_columns
 
-        return batch_columns(self, batch)
+        with self.inputs_from(batch):
+            return batch_columns(self, batch)
 
     # -- optimisation ---------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -18,7 +18,8 @@ from typing import Any, Mapping, Optional
 from galframe.errors import ConfigError, PluginError, closest, did_you_mean
 
 GROUP = "galframe.plugins"
-KINDS = ("backbone", "task", "field", "pretext", "acquisition", "reader", "oracle", "command", "simulation")
+KINDS = ("backbone", "task", "field", "pretext", "encoder", "fusion", "acquisition", "reader", "oracle", "command",
+         "simulation")
 
 
 class DuplicatePluginWarning(UserWarning):

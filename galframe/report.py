@@ -1,6 +1,7 @@
 """What a person looks at after a run: a metrics table, a predictions catalog and pictures."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -51,7 +52,8 @@ def predict_split(model: Any, dm: Any, split: str = "test", sources: Any = None)
     loader = dm._loader(split, train=False)
     for batch in loader:
         batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        cols = batch_columns(model, batch)
+        with model.inputs_from(batch) if hasattr(model, "inputs_from") else contextlib.nullcontext():
+            cols = batch_columns(model, batch)  # a model of several modalities reads them from the batch
         found = cols.pop("sources", None)
         if sources is not None and found:
             sources.extend(found)

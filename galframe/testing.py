@@ -1,8 +1,9 @@
 """Checks a plugin's own tests can call: does a backbone, a task or a reader keep galframe's contract?
 
->>> from galframe.testing import check_backbone, check_task, check_reader
+>>> from galframe.testing import check_backbone, check_task, check_reader, check_encoder
 >>> backbone = check_backbone(MyBackbone, width=16)                 # builds it and runs it on a tiny batch
 >>> task = check_task(MyTask, batch={"label": torch.tensor([0, 1])})  # head, loss, metrics, columns
+>>> encoder = check_encoder(MyEncoder, x, data=info)                 # a modality's batch value, some absent
 >>> stamps = check_reader(MyReader, path="tests/data", bands=("g", "r", "z"), size=64)
 
 Each builds the plugin the way galframe does, runs it on a small input and raises ``AssertionError``
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from galframe.api import Backbone, DataInfo, Features, Reader, Reject, Shard, Stamp, StampError, Task
+from galframe.api import Backbone, DataInfo, Encoder, Features, Reader, Reject, Shard, Stamp, StampError, Task
 
 BATCH = 2
 
@@ -199,6 +200,43 @@ def check_task(
 
 
 # -- readers ---------------------------------------------------------------------------------------
+def check_encoder(cls: type, x: torch.Tensor, data: Optional[DataInfo] = None, name: str = "m", **options: Any) -> Encoder:
+    """Build encoder ``cls(name, data, **options)`` as galframe does and run it on ``x``, the batch value of its
+    modality for a few objects, at least one present and one absent.  Checks ``present`` ((B,) bool, both
+    kinds), the embedding ((B, embed_dim), finite on every row, absent ones included), that an object's
+    embedding does not depend on the other objects of the batch, and that a gradient reaches its parameters
+    through the present objects.  Returns the encoder (in eval mode)."""
+    data = _data(data)
+    who = f"encoder {getattr(cls, '__name__', cls)}"
+    encoder = _build(who, cls, Encoder, name, data, **options)
+    if int(encoder.embed_dim) < 1:
+        _fail(who, f"embed_dim is {encoder.embed_dim}; set it to the width of the embedding forward returns")
+    encoder.eval()
+    here = encoder.present(x)
+    n = len(x)
+    if not torch.is_tensor(here) or here.dtype != torch.bool or tuple(here.shape) != (n,):
+        _fail(who, f"present must give a ({n},) bool tensor (got {here!r})")
+    if not (here.any() and (~here).any()):
+        _fail(who, f"check_encoder needs a batch with present and absent objects (present: {here.tolist()})")
+    out = encoder(x)
+    if tuple(out.shape) != (n, int(encoder.embed_dim)):
+        _fail(who, f"forward gave shape {tuple(out.shape)}; expected ({n}, {encoder.embed_dim}) (embed_dim)")
+    if not bool(torch.isfinite(out).all()):
+        _fail(who, "forward gave non-finite values; every row must be finite, absent objects included (zero what is missing)")
+    with torch.no_grad():
+        for i in range(n):
+            if not torch.allclose(encoder(x[i : i + 1])[0], out[i], atol=1e-5, rtol=1e-4):
+                _fail(who, f"object {i}'s embedding changes with the other objects of the batch (no batch normalisation)")
+    own = [p for p in encoder.parameters() if p.requires_grad]
+    if own:
+        out[here].sum().backward()
+        grads = [p.grad for p in own if p.grad is not None]
+        if not grads or not all(bool(torch.isfinite(g).all()) for g in grads):
+            _fail(who, "the gradient through the present objects reaches none of its parameters, or is not finite")
+        encoder.zero_grad(set_to_none=True)
+    return encoder
+
+
 def check_reader(
     reader: Union[type, Reader],
     bands: Optional[Sequence[str]] = None,

@@ -71,7 +71,8 @@ class GalaxyDataset(Dataset):
     """Objects of one split.  Each item: ``image`` (bands, H, W) flux, ``id``, ``noise_sigma`` when the
     catalog has the sky noise, and each required key as its field loads it."""
 
-    def __init__(self, root: Path, manifest: dict, catalog: "Any", keys: Sequence[str], cache_mib: float = 0.0) -> None:
+    def __init__(self, root: Path, manifest: dict, catalog: "Any", keys: Sequence[str], cache_mib: float = 0.0,
+                 fields: Optional[Mapping[str, Any]] = None) -> None:
         self.root = Path(root)
         self.files = [self.root / s["file"] for s in manifest["shards"]]
         self.catalog = catalog.reset_index(drop=True)
@@ -84,7 +85,7 @@ class GalaxyDataset(Dataset):
         self._sigma = (
             self.catalog[sigma_cols].to_numpy(np.float32) if all(c in self.catalog for c in sigma_cols) else None
         )
-        self._fields = resolve(self.keys)
+        self._fields = resolve(self.keys, fields)
         data = StoredData(self.root, manifest, self.catalog)
         self._state = {k: f.open(data) for k, f in self._fields.items()}
         self._handles: dict[int, Any] = {}
@@ -236,10 +237,14 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 
 class GalaxyDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: Mapping[str, Any], requires: Sequence[str] = (), progress: bool = True) -> None:
+    def __init__(self, cfg: Mapping[str, Any], requires: Sequence[str] = (), progress: bool = True,
+                 fields: Optional[Mapping[str, Any]] = None) -> None:
+        """``requires``: the batch keys to load; ``fields``: batch key -> a configured :class:`~galframe.api.Field`
+        for keys loaded otherwise than by their registered field (a modality's encoder gives its own)."""
         super().__init__()
         self.cfg = dict(cfg)
-        self.requires = sorted(set(requires))
+        self.fields = dict(fields or {})
+        self.requires = sorted(set(requires) | set(self.fields))
         self.progress = progress
         self.root: Optional[Path] = None
         self.manifest: dict = {}
@@ -275,7 +280,7 @@ class GalaxyDataModule(pl.LightningDataModule):
         if len(catalog) == 0:
             raise DataError(f"{cat_file}: the dataset is empty (0 objects).")
         whole = StoredData(self.root, self.manifest, catalog)
-        for f in resolve(self.requires).values():
+        for f in resolve(self.requires, self.fields).values():
             f.check(whole)
         self.splits = self._split(catalog, cat_file)
         self._prepared = True
@@ -345,7 +350,7 @@ class GalaxyDataModule(pl.LightningDataModule):
         numeric = [c for c in train.columns if c not in ("id", "shard", "index", "class") and train[c].dtype.kind == "f"]
         stats["column_mean"] = {c: float(np.nanmean(train[c])) if train[c].notna().any() else 0.0 for c in numeric}
         stats["column_std"] = {c: float(np.nanstd(train[c])) if train[c].notna().any() else 1.0 for c in numeric}
-        for f in resolve(self.requires).values():  # what a field knows about its targets (a schema, means)
+        for f in resolve(self.requires, self.fields).values():  # what a field knows about its targets (a schema, means)
             stats.update(f.stats(StoredData(self.root, self.manifest, train)))
         return DataInfo(
             bands=tuple(self.manifest["bands"]),
@@ -359,7 +364,7 @@ class GalaxyDataModule(pl.LightningDataModule):
     def dataset(self, split: str) -> GalaxyDataset:
         self.prepare()
         return GalaxyDataset(self.root, self.manifest, self.splits[split], self.requires,
-                             cache_mib=float(self.cfg.get("cache_mib", 0) or 0))
+                             cache_mib=float(self.cfg.get("cache_mib", 0) or 0), fields=self.fields)
 
     # -- Lightning hooks -----------------------------------------------------
     def setup(self, stage: Optional[str] = None) -> None:

@@ -6,7 +6,7 @@ moves; none of them names a task's keys (see :class:`galframe.api.Field`).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -39,5 +39,7 @@ def field_for(name: str) -> Field:
     return ColumnField(name)
 
 
-def resolve(names: Iterable[str]) -> dict[str, Field]:
-    return {str(n): field_for(str(n)) for n in names}
+def resolve(names: Iterable[str], given: Optional[Mapping[str, Field]] = None) -> dict[str, Field]:
+    """The field of each key: ``given`` (configured fields, e.g. a modality's encoder's), else :func:`field_for`."""
+    given = given or {}
+    return {str(n): given[str(n)] if str(n) in given else field_for(str(n)) for n in names}

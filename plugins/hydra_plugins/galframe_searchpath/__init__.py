@@ -23,6 +23,7 @@ PLUGIN_CONF_PACKAGES = (
     "galframe_mmdet",
     "galframe_bench",
     "galframe_search",
+    "galframe_multimodal",
 )
 
 

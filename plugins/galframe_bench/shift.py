@@ -113,7 +113,7 @@ def train_model(p: Mapping[str, Any], backbone: str, setting: str, extra: Sequen
                  f"trainer={trainer}", "trainer.progress_bar=false", f"trainer.max_epochs={int(p['epochs'])}",
                  "evaluate=false", "select=best", "resume=auto"]
     t = time.perf_counter()
-    train_run(compose(overrides), run_dir=run_dir)
+    train_run(compose("train", overrides), run_dir=run_dir)
     seconds = round(time.perf_counter() - t, 1)
     (run_dir / "done.json").write_text(json.dumps({"overrides": overrides, "seconds": seconds}))
     log(f"  trained {backbone} ({setting}): {int(p['epochs'])} epochs, {seconds:.0f} s")

@@ -65,6 +65,16 @@ def merge_settings(base: dict, over: Mapping, where: str, generator: str, replac
     return out
 
 
+def sample_mag(rng: Any, lo: float, hi: float, slope: float) -> float:
+    """Magnitude in [lo, hi] with density proportional to 10**(slope * m)."""
+    u = rng.random()
+    if abs(slope) < 1e-9 or hi <= lo:
+        return float(lo + u * (hi - lo))
+    a = slope * math.log(10.0)
+    # inverse CDF, computed relative to lo for numerical stability
+    return float(lo + math.log1p(u * math.expm1(a * (hi - lo))) / a)
+
+
 def number_in(value: Any, what: str, lo: float, hi: float) -> float:
     """``value`` as a float in [lo, hi]; else a ConfigError naming the setting ``what``."""
     try:

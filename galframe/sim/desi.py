@@ -36,6 +36,7 @@ import numpy as np
 
 from galframe.errors import ConfigError, did_you_mean
 from galframe.sim import merge_settings, number_in, randomise
+from galframe.sim import sample_mag as _sample_mag  # noqa: F401  (galaxy10, fields and multimodal read it here)
 from galframe.sim.desi_parts import (  # noqa: F401  (the components, importable from here)
     Model, _build_disk, _build_edge_on, _build_irregular, _build_merger, _build_smooth, _Ctx, _disk_q, _project, _quantize_n,
 )
@@ -172,16 +173,6 @@ def resolve(sim: Optional[Mapping[str, Any]], bands: list[str]) -> dict[str, Any
 # ---------------------------------------------------------------------------------------------
 # one object
 # ---------------------------------------------------------------------------------------------
-def _sample_mag(rng: np.random.Generator, lo: float, hi: float, slope: float) -> float:
-    """Magnitude in [lo, hi] with density proportional to 10**(slope * m)."""
-    u = rng.random()
-    if abs(slope) < 1e-9 or hi <= lo:
-        return float(lo + u * (hi - lo))
-    a = slope * math.log(10.0)
-    # inverse CDF, computed relative to lo for numerical stability
-    return float(lo + math.log1p(u * math.expm1(a * (hi - lo))) / a)
-
-
 def _start(cfg: Mapping[str, Any], i: int) -> tuple[np.random.Generator, int, int]:
     """Object ``i``'s numpy generator, GalSim seed and class index: all from (seed, i) only."""
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg["seed"]), int(i)]))

@@ -159,10 +159,15 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tiny_dataset, tmp_path) ->
         assert [sorted(a + b) for a, b in zip(*(s["epochs"][epoch] for s in seen))] == [sorted(b) for b in single[epoch]]
     ddp_state, one_state = _state(ddp_out / "run" / "checkpoints" / "last.ckpt"), _state(one / "checkpoints" / "last.ckpt")
     init = _state(ddp_out / "init.ckpt")
-    moved = max(float((one_state[k] - init[k]).abs().max()) for k in one_state if k in init)
+    weights = {k: v for k, v in one_state.items() if not k.startswith("trust.")}  # the trust set is data, below
+    moved = max(float((weights[k] - init[k]).abs().max()) for k in weights if k in init)
     assert moved > 1e-3  # training changed the weights ...
-    for key, value in one_state.items():  # ... and both runs changed them alike
+    for key, value in weights.items():  # ... and both runs changed them alike
         assert torch.allclose(ddp_state[key], value, rtol=1e-4, atol=1e-5), key
+    # the out-of-distribution reference set gathers every rank's validation embeddings: one process's set
+    # (rows in rank order, so compared through the order-free leave-one-out scores)
+    assert ddp_state["trust.bank"].shape == one_state["trust.bank"].shape and len(one_state["trust.bank"]) > 10
+    assert torch.allclose(ddp_state["trust.reference"], one_state["trust.reference"], rtol=1e-3, atol=1e-4)
 
     # metrics reduced over ranks: DDP's held-out metrics (each rank half the test split) are one process's
     ddp_metrics = json.loads((ddp_out / "run" / "metrics.json").read_text())

@@ -120,15 +120,12 @@ def train_model(p: Mapping[str, Any], backbone: str, setting: str, extra: Sequen
     return run_dir
 
 
-def predict(run_dir: Path, images: np.ndarray, batch: int) -> dict[str, np.ndarray]:
-    """The network's and the calibrated probabilities (N, K) and the OOD columns over ``images``."""
+def predict(model: Any, images: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+    """The network's and the calibrated probabilities (N, K) and the OOD columns of ``model`` over ``images``."""
     import torch
 
-    from galframe.checkpoints import load_model
     from galframe.inference import predict_batch
 
-    model, _ = load_model(run_dir / "checkpoints" / "best.ckpt")
-    model.eval()
     classes = list(model.tasks["classify"].classes)
     parts: dict[str, list] = {}
     for start in range(0, len(images), batch):
@@ -141,24 +138,19 @@ def predict(run_dir: Path, images: np.ndarray, batch: int) -> dict[str, np.ndarr
 
 
 def macro_auc(prob: np.ndarray, y: np.ndarray) -> float:
-    """Macro one-vs-rest AUC over the classes present (with both outcomes) in ``y``."""
-    from sklearn.metrics import roc_auc_score
+    """Macro one-vs-rest AUC over the classes present in ``y`` (the few-shot protocol's :func:`score`)."""
+    from galframe_bench.protocol import score
 
-    aucs = [roc_auc_score(y == k, prob[:, k]) for k in range(prob.shape[1]) if 0 < (y == k).sum() < len(y)]
-    return float(np.mean(aucs))
+    return score(prob, y, (), None)["macro_auc"]
 
 
 def ece(prob: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error of the top label (equal-width confidence bins, as torchmetrics' l1)."""
-    conf, pred = prob.max(axis=1), prob.argmax(axis=1)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            total += m.mean() * abs((pred[m] == y[m]).mean() - conf[m].mean())
-    return float(total)
+    """Expected calibration error of the top label: torchmetrics' l1 ECE, as the classify task reports it."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    return float(multiclass_calibration_error(torch.from_numpy(np.ascontiguousarray(prob)).float(), torch.from_numpy(y).long(),
+                                              num_classes=prob.shape[1], n_bins=bins, norm="l1"))
 
 
 def bootstrap_drop(ref: tuple[np.ndarray, np.ndarray], shifted: tuple[np.ndarray, np.ndarray], n: int,
@@ -217,8 +209,11 @@ def run(p: Mapping[str, Any], out: Path, weights: Optional[str], lvm: str = "lvm
     results: dict[str, dict[str, Any]] = {}
     for setting, extra in dict(p["settings"]).items():
         for backbone in p["backbones"]:
+            from galframe.checkpoints import load_model
+
             run_dir = train_model(p, backbone, setting, list(extra), weights, lvm, trainer, runs, log)
-            pred = {name: predict(run_dir, images, int(p["batch"])) for name, (images, _) in tests.items()}
+            model = load_model(run_dir / "checkpoints" / "best.ckpt")[0].eval()
+            pred = {name: predict(model, images, int(p["batch"])) for name, (images, _) in tests.items()}
             figures = evaluate(pred, {n: y for n, (_, y) in tests.items()}, int(p["bootstrap"]))
             results.setdefault(setting, {})[backbone] = figures
             log(f"  {backbone} ({setting}): AUC none {figures['none']['macro_auc']:.3f}; " + ", ".join(

@@ -246,9 +246,13 @@ def test_detect_trains_evaluates_and_writes_a_source_catalog(tiny_fields, tmp_pa
         *FAST_DET, f"data.path={tiny_fields}", "backbone=lvm_tiny", "backbone.img_size=null", "trainer.max_epochs=1",
         "trainer.limit_train_batches=3", "data.split={train:0.5,val:0.17,test:0.33}",
     ), run_dir=tmp_path / "run")
-    for key in ("precision", "recall", "f1", "f1_class", "ap50", "ap", "mask_ap"):
+    for key in ("precision", "recall", "f1", "f1_class", "ap50", "ap", "mask_ap", "f1_bright"):
         assert 0.0 <= metrics[f"test/detect/{key}"] <= 1.0
+    assert metrics["test/detect/duplicates_per_field"] >= 0.0 and "test/detect/depth50_at_purity95" in metrics
     run_dir = tmp_path / "run"
+    survey = json.loads((run_dir / "survey_detect.json").read_text())
+    assert len(survey["curves"]["purity"]) == len(survey["curves"]["edges"]) - 1 and survey["blend_recovery"]["pairs"] >= 0
+    assert (run_dir / "completeness_purity_detect.png").stat().st_size > 10_000
     assert (run_dir / "detections_detect.png").stat().st_size > 10_000
     comp = json.loads((run_dir / "completeness_detect.json").read_text())
     assert len(comp["completeness"]) == len(comp["edges"]) - 1 and sum(comp["count"]) > 0
@@ -337,3 +341,21 @@ def test_predict_writes_a_merged_source_catalog_for_a_tiled_real_jpeg(tiny_field
     if len(det):
         assert ((det["x_min"] >= 0) & (det["x_max"] <= 300) & (det["y_min"] >= 0) & (det["y_max"] <= 300)).all()
         assert set(det["class"]) <= {"galaxy", "star"} and det["ra"].isna().all()
+
+
+def test_bench_survey_records_measure_duplicates_before_and_after_suppression(tiny_fields) -> None:
+    """The bench's one inference pass: raw detections and the same suppressed, each with r photometry."""
+    from galframe_bench.detect import survey_records
+    from galframe_mmdet.survey_metrics import survey_summary
+
+    model, dm = _detect_model(tiny_fields, "backbone=lvm_tiny", "backbone.img_size=null")
+    task = model.tasks["detect"]
+    task.operating_threshold.fill_(0.0)  # an untrained detector's every box counts: many overlapping ones
+    raw, kept = survey_records(model, dm, batch=4)
+    assert len(raw) == len(kept) == len(dm.dataset("test")) and task.suppress_enabled  # restored afterwards
+    n_raw = sum(len(p["scores"]) for p in raw.preds)
+    n_kept = sum(len(p["scores"]) for p in kept.preds)
+    assert 0 < n_kept < n_raw
+    assert all(len(p["mag_r"]) == len(p["scores"]) for p in kept.preds)
+    before, after = (survey_summary(r, [16, 18, 20, 22, 23], 0.0)["duplicates"]["duplicates"] for r in (raw, kept))
+    assert after <= before

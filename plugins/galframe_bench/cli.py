@@ -72,6 +72,7 @@ def run(cfg: Any, run_dir: Any) -> dict:
 
             d = p["detect"]
             detect(["--epochs", str(int(d["epochs"])), "--n", str(int(d["n"])), "--out", str(out / "detect"), "--runs", str(runs / "detect"),
+                    *(["--headline", str(out.parent / "headline.json")] if d.get("headline", True) else []),
                     *([f"trainer={trainer}"] if trainer != "cpu" else [])])
         elif name in ("restore", "params"):
             from galframe_bench.classical import main as classical

@@ -2,8 +2,13 @@
 
 All three are scored on the same 500 held-out simulated fields (data=sim_fields): precision, recall
 and F1 at IoU 0.5 (class-agnostic, and class-aware for the two detectors), COCO AP / AP50 for boxes
-and masks, and completeness versus r magnitude.  Writes results.json, results.md, completeness.png
-and overlays.png to benchmarks/results/detect_1000/ (or --out).
+and masks, completeness versus r magnitude, and the figures astronomers read (galframe_mmdet/survey_metrics.py):
+completeness and purity against r magnitude, the 50%- and 90%-completeness depths at purity >= 0.95,
+F1 on the bright sample (r < 21) and on everything, blend recovery, and duplicate detections per field
+before and after the mask-aware suppression (one inference pass without it, the suppression applied to
+its output).  Writes results.json, results.md, completeness.png, completeness_purity.png and
+overlays.png to benchmarks/results/detect_1000/ (or --out), and with --headline the "detect" entry of
+headline.json.
 
     galframe bench detect --profile full              # the full comparison (CPU: hours; a GPU: minutes)
     python benchmarks/detect_1000.py --epochs 1 --n 80 --out /tmp/det   # the same, by hand
@@ -99,12 +104,50 @@ def overlays(dm, models: dict, sep_options: dict, path: Path, n: int = 4) -> Pat
     return path
 
 
+def survey_records(model, dm, batch: int = 8) -> tuple:
+    """The test split through ``model`` without suppression and with it (applied to the same output):
+    two DetectionRecords with each detection's own r photometry."""
+    import torch
+
+    from galframe.data.datamodule import collate
+    from galframe_mmdet.metrics import DetectionRecord
+    from galframe_mmdet.suppress import suppress_detections
+    from galframe_mmdet.survey_metrics import detection_mags
+
+    task = model.tasks["detect"]
+    ds = dm.dataset("test")
+    r = list(ds.bands).index("r")
+    raw, kept = DetectionRecord(), DetectionRecord()
+    enabled, task.suppress_enabled = task.suppress_enabled, False
+    model.eval()
+    try:
+        for start in range(0, len(ds), batch):
+            items = [ds[i] for i in range(start, min(start + batch, len(ds)))]
+            truths = [{k: v.numpy() for k, v in it["instances"].items()} for it in items]
+            b = collate(items)  # (moves the instances out of the items)
+            with torch.no_grad():
+                dets = model(b["image"])["detect"]["detections"]
+            for i, (truth, det) in enumerate(zip(truths, dets)):
+                flux_r = b["image"][i, r].numpy()
+                shape = tuple(b["image"].shape[-2:])
+                for rec, d in ((raw, det), (kept, suppress_detections(det, min_score=task.score_threshold, **task.suppress_options))):
+                    pred = {k: d[k] for k in ("boxes", "scores", "labels")}
+                    if d.get("masks") is not None:
+                        pred["masks"] = d["masks"]
+                    pred["mag_r"] = detection_mags(flux_r, d["boxes"], d.get("masks"))
+                    rec.add(pred, truth, shape)
+    finally:
+        task.suppress_enabled = enabled
+    return raw, kept
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--n", type=int, default=1600, help="fields simulated (train 62.5%%, val 6.25%%, test 31.25%%)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results" / "detect_1000")
     parser.add_argument("--runs", type=Path, default=None, help="where the training runs go (default <out>/runs)")
+    parser.add_argument("--headline", type=Path, default=None, help="write the 'detect' entry of this headline.json")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both detectors' runs (e.g. trainer=gpu)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dm = test_split(data)
     sep_options = {"thresh": 1.5, "minarea": 5}
     start = time.perf_counter()
-    rec = sep_record(dm.dataset("test"), **sep_options)
+    rec = sep_record(dm.dataset("test"), photometry=True, **sep_options)
     bins = results["LVM-tiny + Mask R-CNN"]["completeness"]["edges"] if results["LVM-tiny + Mask R-CNN"]["completeness"] else [16, 18, 20, 21, 22, 22.5]
     sep = dict(summarise(rec, ["galaxy", "star"], bins))
     sep["wall_seconds"] = time.perf_counter() - start
@@ -137,7 +180,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  "f1_class": None, "ap50": None, "ap": None, "mask_ap": None, "wall_seconds": sep["wall_seconds"]})
     report = {"n_train_fields": n_train, "n_test_fields": n_test, "epochs": args.epochs, "machine": os.environ.get("GALFRAME_MACHINE", ""),
               "rows": rows, "completeness": {**{k: v["completeness"] for k, v in results.items()}, "SEP": sep["completeness"]}}
-    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+    from galframe_mmdet.report import completeness_purity_plot
+    from galframe_mmdet.survey_metrics import survey_summary
+
+    models = {"LVM-tiny": load_model(runs / "lvm_tiny"), "ResNet50": load_model(runs / "resnet50")}
+    fine = [16.0, 17.0, 18.0, 19.0, 19.5, 20.0, 20.5, 21.0, 21.25, 21.5, 21.75, 22.0, 22.25, 22.5]
+    surveys, dups_before = {}, {}
+    for name, model in models.items():
+        raw, kept = survey_records(model, dm)
+        thr = model.tasks["detect"].score_threshold
+        surveys[name] = survey_summary(kept, fine, thr)
+        dups_before[name] = survey_summary(raw, fine, thr)["duplicates"]["per_field"]
+    surveys["SEP"] = survey_summary(rec, fine, -np.inf)
+    report["survey"] = surveys
+    report["duplicates_per_field_before_suppression"] = dups_before
+    (args.out / "results.json").write_text(json.dumps(report, indent=2, default=float))
+    completeness_purity_plot(surveys, args.out / "completeness_purity.png")
 
     def fmt(v):
         return "-" if v is None else f"{v:.3f}" if isinstance(v, float) and v <= 1.0 else f"{v:.0f}"
@@ -148,11 +206,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for r in rows:
         lines.append(f"| {r['method']} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} | {fmt(r['f1_class'])} | "
                      f"{fmt(r['ap50'])} | {fmt(r['ap'])} | {fmt(r['mask_ap'])} | {fmt(r['wall_seconds'])} |")
+    lines += ["", "Astronomers' figures (survey_metrics.py): F1 at each method's operating point on the bright sample "
+              "(true r < 21) and on everything; depths where completeness falls below 50% / 90% at the most complete "
+              "operating point with purity >= 0.95; blend recovery of touching true pairs; duplicates per field after "
+              "(before) the mask-aware suppression.", "",
+              "| method | F1 bright | F1 all | depth50 @ P>=0.95 | depth90 @ P>=0.95 | blends split | duplicates / field |",
+              "|---|---|---|---|---|---|---|"]
+    for name, sv in surveys.items():
+        d50, d90 = sv["depth50_at_purity95"], sv["depth90_at_purity95"]
+        before = f" ({dups_before[name]:.2f})" if name in dups_before else ""
+        lines.append(f"| {name} | {sv['f1_bright']:.3f} | {sv['f1_all']:.3f} | {'-' if d50 is None else f'{d50:.2f}'} | "
+                     f"{'-' if d90 is None else f'{d90:.2f}'} | {sv['blend_recovery']['recovered']:.3f} "
+                     f"({sv['blend_recovery']['pairs']:.0f} pairs) | {sv['duplicates']['per_field']:.2f}{before} |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    if args.headline is not None:
+        from galframe_bench.fewshot import write_headline
+
+        key = {"LVM-tiny": "lvm", "ResNet50": "resnet50", "SEP": "sep"}
+        write_headline(args.headline, "detect", {
+            "n_train_fields": n_train, "n_test_fields": n_test, "epochs": args.epochs, "results": str(args.out / "results.json"),
+            "f1_bright": {key[k]: v["f1_bright"] for k, v in surveys.items()},
+            "f1_all": {key[k]: v["f1_all"] for k, v in surveys.items()},
+            "depth50_at_purity95": {key[k]: v["depth50_at_purity95"] for k, v in surveys.items()},
+            "blend_recovery": {key[k]: v["blend_recovery"]["recovered"] for k, v in surveys.items()},
+            "duplicates_per_field": {"lvm": surveys["LVM-tiny"]["duplicates"]["per_field"], "lvm_before": dups_before["LVM-tiny"],
+                                     "resnet50": surveys["ResNet50"]["duplicates"]["per_field"]},
+        })
     print("\n".join(lines))
     curves = {k: v for k, v in report["completeness"].items() if v}
     completeness_plot(curves, args.out / "completeness.png")
-    models = {"LVM-tiny": load_model(runs / "lvm_tiny"), "ResNet50": load_model(runs / "resnet50")}
     overlays(dm, models, sep_options, args.out / "overlays.png")
     return 0
 

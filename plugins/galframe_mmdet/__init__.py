@@ -112,6 +112,10 @@ class DetectTask(Task):
         score_threshold: Any = "auto",
         iou_threshold: float = 0.5,
         completeness_bins: Sequence[float] = (16.0, 17.0, 18.0, 19.0, 20.0, 20.5, 21.0, 21.5, 22.0, 22.5),
+        suppress: Optional[Mapping[str, Any]] = None,
+        purity: float = 0.95,
+        bright_mag: float = 21.0,
+        zero_point: float = 22.5,
     ) -> None:
         super().__init__(name, backbone, data)
         _import_mmdet()
@@ -144,6 +148,17 @@ class DetectTask(Task):
         self.iou_threshold = float(iou_threshold)
         self.completeness_bins = [float(b) for b in completeness_bins]
         self.last_completeness: Optional[dict] = None
+        self.last_survey: Optional[dict] = None
+        opts = dict(suppress or {})
+        self.suppress_enabled = bool(opts.pop("enabled", True))
+        unknown = set(opts) - {"iou", "contain", "disjoint"}
+        if unknown:
+            raise ConfigError(f"tasks.{name}.suppress: unknown keys {sorted(unknown)} (known: enabled, iou, contain, disjoint).")
+        self.suppress_options = {k: float(v) for k, v in opts.items()}
+        self.purity = float(purity)
+        self.bright_mag = float(bright_mag)
+        self.zero_point = float(zero_point)
+        self.r_index = list(data.bands).index("r") if "r" in data.bands else None
 
     @property
     def score_threshold(self) -> float:
@@ -191,12 +206,17 @@ class DetectTask(Task):
             dets = []
             for r in results:
                 p = r.pred_instances
-                dets.append({
+                det = {
                     "boxes": p.bboxes.detach().float().cpu().numpy(),
                     "scores": p.scores.detach().float().cpu().numpy(),
                     "labels": p.labels.detach().cpu().numpy(),
                     "masks": p.masks.detach().cpu().numpy().astype(bool) if "masks" in p else None,
-                })
+                }
+                if self.suppress_enabled:  # nested / cross-class duplicates and unsplit blends (suppress.py)
+                    from galframe_mmdet.suppress import suppress_detections
+
+                    det = suppress_detections(det, min_score=self.score_threshold, **self.suppress_options)
+                dets.append(det)
             out["detections"] = dets
             out["shape"] = shape
         return out
@@ -212,11 +232,17 @@ class DetectTask(Task):
         return DetectionMetrics()
 
     def update_metrics(self, metrics: nn.Module, out: dict[str, Any], batch: dict[str, Any]) -> None:
-        for det, inst in zip(out["detections"], batch["instances"]):
+        from galframe_mmdet.survey_metrics import detection_mags
+
+        images = batch.get("image")
+        for i, (det, inst) in enumerate(zip(out["detections"], batch["instances"])):
             truth = {k: inst[k].detach().cpu().numpy() for k in ("boxes", "labels", "masks", "mag_r") if k in inst}
             pred = {k: det[k] for k in ("boxes", "scores", "labels")}
             if det.get("masks") is not None:
                 pred["masks"] = det["masks"]
+            if images is not None and self.r_index is not None:  # the detections' own r photometry (purity vs mag)
+                flux_r = images[i, self.r_index].detach().float().cpu().numpy()
+                pred["mag_r"] = detection_mags(flux_r, det["boxes"], det.get("masks"), self.zero_point)
             metrics.record.add(pred, truth, out["shape"])
 
     def calibrate(self, metrics: nn.Module) -> None:
@@ -244,6 +270,17 @@ class DetectTask(Task):
             seg = coco_eval(rec, self.classes, "segm")
             result.update(mask_ap50=seg["ap50"], mask_ap=seg["ap"])
         self.last_completeness = completeness(rec, self.completeness_bins, self.score_threshold, self.iou_threshold)
+        if all("mag_r" in t for t in rec.truths):  # the astronomers' figures (survey_metrics.py)
+            from galframe_mmdet.survey_metrics import survey_summary
+
+            survey = survey_summary(rec, self.completeness_bins, self.score_threshold, self.iou_threshold,
+                                    self.purity, self.bright_mag)
+            self.last_survey = survey
+            tag = f"purity{int(round(self.purity * 100))}"
+            result.update(f1_bright=survey["f1_bright"], duplicates_per_field=survey["duplicates"]["per_field"],
+                          blend_recovery=survey["blend_recovery"]["recovered"])
+            for key in (f"depth50_at_{tag}", f"depth90_at_{tag}"):
+                result[key] = float("nan") if survey[key] is None else survey[key]
         return {k: torch.tensor(float(v)) for k, v in result.items()}
 
     def predict_columns(self, out: dict[str, Any]) -> dict[str, Any]:
@@ -286,4 +323,11 @@ class DetectTask(Task):
             import json
 
             (run_dir / f"completeness_{self.name}.json").write_text(json.dumps(self.last_completeness, indent=2))
+        if self.last_survey is not None:
+            import json
+
+            from galframe_mmdet.report import completeness_purity_plot
+
+            (run_dir / f"survey_{self.name}.json").write_text(json.dumps(self.last_survey, indent=2))
+            written.append(completeness_purity_plot({"": self.last_survey}, run_dir / f"completeness_purity_{self.name}.png"))
         return written

@@ -91,3 +91,43 @@ def completeness_plot(curves: Mapping[str, Any] | Mapping[str, Mapping[str, Any]
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def completeness_purity_plot(surveys: Mapping[str, Mapping[str, Any]], path: Path, purity: int = 95) -> Path:
+    """Completeness (by true r) and purity (by measured r) against magnitude, one line per method
+    (``{label: survey_summary(...)}``), at each method's operating point and, dashed, at the
+    purity-``purity`` operating point, with the 50%-completeness depth marked; counts of true objects
+    per bin along the top."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    tag = f"purity{purity}"
+    for i, (label, s) in enumerate(surveys.items()):
+        colour = f"C{i}"
+        c = s["curves"]
+        edges = np.asarray(c["edges"])
+        mid = 0.5 * (edges[1:] + edges[:-1])
+        name = label or "detector"
+        a.plot(mid, c["completeness"], marker="o", color=colour, label=f"{name} (score >= {s['threshold']:.2f})")
+        b.plot(mid, c["purity"], marker="o", color=colour, label=name)
+        cp = s.get(f"curves_at_{tag}")
+        if cp:
+            a.plot(mid, cp["completeness"], ls="--", color=colour, label=f"{name} at purity >= 0.{purity}")
+            b.plot(mid, cp["purity"], ls="--", color=colour)
+        d50 = s.get(f"depth50_at_{tag}")
+        if d50 is not None:
+            a.axvline(d50, color=colour, lw=0.8, alpha=0.6)
+        if i == 0:
+            for x, n in zip(mid, c["n_true"]):
+                a.annotate(str(n), (x, 1.04), ha="center", fontsize=6, color="0.4", annotation_clip=False)
+    for ax, what in ((a, "completeness (by true r)"), (b, "purity (by measured r)")):
+        ax.set_xlabel("r magnitude")
+        ax.set_ylabel(what)
+        ax.set_ylim(0, 1.1)
+        ax.grid(alpha=0.3)
+    a.axhline(0.5, color="0.5", lw=0.6, ls=":")
+    a.legend(fontsize=6, loc="lower left")
+    b.legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -55,8 +55,9 @@ def sep_detect(
     return {"boxes": boxes, "scores": np.asarray(snr, dtype=np.float32), "labels": np.zeros(n, dtype=np.int64), "masks": masks}
 
 
-def sep_record(dataset: Any, indices: Optional[Sequence[int]] = None, **options: Any) -> Any:
-    """Run SEP over a GalaxyDataset split (with ``instances``) into a DetectionRecord."""
+def sep_record(dataset: Any, indices: Optional[Sequence[int]] = None, photometry: bool = False, **options: Any) -> Any:
+    """Run SEP over a GalaxyDataset split (with ``instances``) into a DetectionRecord (with each
+    detection's r magnitude from its segment when ``photometry``)."""
     from galframe_mmdet.metrics import DetectionRecord
 
     rec = DetectionRecord()
@@ -68,6 +69,10 @@ def sep_record(dataset: Any, indices: Optional[Sequence[int]] = None, **options:
         image = item["image"].numpy()
         sigma = cat.iloc[i][sig_cols].to_numpy(float) if all(c in cat for c in sig_cols) else None
         pred = sep_detect(image, sigma, **options)
+        if photometry and "r" in bands:
+            from galframe_mmdet.survey_metrics import detection_mags
+
+            pred["mag_r"] = detection_mags(image[bands.index("r")], pred["boxes"], pred["masks"])
         truth = {k: v.numpy() for k, v in item["instances"].items()}
         rec.add(pred, truth, image.shape[-2:])
     return rec

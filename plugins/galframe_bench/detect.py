@@ -147,17 +147,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--n", type=int, default=1600, help="fields simulated (train 62.5%%, val 6.25%%, test 31.25%%)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results" / "detect_1000")
     parser.add_argument("--runs", type=Path, default=None, help="where the training runs go (default <out>/runs)")
+    parser.add_argument("--detectors", default="lvm_tiny,resnet50", help="which detectors to train (comma-separated)")
+    parser.add_argument("--lvm-overrides", nargs="*", default=[], help="overrides for the LVM detector only (e.g. backbone.weights=lvm_tiny-g10)")
     parser.add_argument("--headline", type=Path, default=None, help="write the 'detect' entry of this headline.json")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both detectors' runs (e.g. trainer=gpu)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     data = [f"data.n={args.n}"]
-    ensure_pretrained()
+    if "lvm_tiny" in args.detectors and not any(o.startswith("backbone.weights=") for o in args.lvm_overrides):
+        ensure_pretrained()
     runs = args.runs or args.out / "runs"
-    results = {
-        "LVM-tiny + Mask R-CNN": train("detect_1000", runs / "lvm_tiny", [*data, f"trainer.max_epochs={args.epochs}", *args.overrides]),
-        "ResNet50 + Mask R-CNN": train("detect_1000_resnet50", runs / "resnet50", [*data, f"trainer.max_epochs={args.epochs}", *args.overrides]),
-    }
+    known = {"lvm_tiny": ("LVM-tiny", "detect_1000", [*args.lvm_overrides]), "resnet50": ("ResNet50", "detect_1000_resnet50", [])}
+    chosen = [d.strip() for d in args.detectors.split(",") if d.strip()]
+    if not chosen or set(chosen) - set(known):
+        parser.error(f"--detectors: a comma-separated subset of {', '.join(known)} (got {args.detectors!r})")
+    results = {f"{known[d][0]} + Mask R-CNN": train(known[d][1], runs / d, [*data, f"trainer.max_epochs={args.epochs}", *known[d][2], *args.overrides])
+               for d in chosen}
+    first = next(iter(results))
     from galframe_mmdet.report import completeness_plot
     from galframe_mmdet.sep_baseline import sep_record, summarise
 
@@ -165,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sep_options = {"thresh": 1.5, "minarea": 5}
     start = time.perf_counter()
     rec = sep_record(dm.dataset("test"), photometry=True, **sep_options)
-    bins = results["LVM-tiny + Mask R-CNN"]["completeness"]["edges"] if results["LVM-tiny + Mask R-CNN"]["completeness"] else [16, 18, 20, 21, 22, 22.5]
+    bins = results[first]["completeness"]["edges"] if results[first]["completeness"] else [16, 18, 20, 21, 22, 22.5]
     sep = dict(summarise(rec, ["galaxy", "star"], bins))
     sep["wall_seconds"] = time.perf_counter() - start
     n_test = len(dm.splits["test"])
@@ -183,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from galframe_mmdet.report import completeness_purity_plot
     from galframe_mmdet.survey_metrics import survey_summary
 
-    models = {"LVM-tiny": load_model(runs / "lvm_tiny"), "ResNet50": load_model(runs / "resnet50")}
+    models = {known[d][0]: load_model(runs / d) for d in chosen}
     fine = [16.0, 17.0, 18.0, 19.0, 19.5, 20.0, 20.5, 21.0, 21.25, 21.5, 21.75, 22.0, 22.25, 22.5]
     surveys, dups_before = {}, {}
     for name, model in models.items():
@@ -229,8 +235,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "f1_all": {key[k]: v["f1_all"] for k, v in surveys.items()},
             "depth50_at_purity95": {key[k]: v["depth50_at_purity95"] for k, v in surveys.items()},
             "blend_recovery": {key[k]: v["blend_recovery"]["recovered"] for k, v in surveys.items()},
-            "duplicates_per_field": {"lvm": surveys["LVM-tiny"]["duplicates"]["per_field"], "lvm_before": dups_before["LVM-tiny"],
-                                     "resnet50": surveys["ResNet50"]["duplicates"]["per_field"]},
+            "duplicates_per_field": {**{key[k]: surveys[k]["duplicates"]["per_field"] for k in models},
+                                     **{f"{key[k]}_before": dups_before[k] for k in models}},
         })
     print("\n".join(lines))
     curves = {k: v for k, v in report["completeness"].items() if v}

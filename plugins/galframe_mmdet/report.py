@@ -107,7 +107,8 @@ def completeness_purity_plot(surveys: Mapping[str, Mapping[str, Any]], path: Pat
         edges = np.asarray(c["edges"])
         mid = 0.5 * (edges[1:] + edges[:-1])
         name = label or "detector"
-        a.plot(mid, c["completeness"], marker="o", color=colour, label=f"{name} (score >= {s['threshold']:.2f})")
+        at = "every detection" if not np.isfinite(s["threshold"]) else f"score >= {s['threshold']:.2f}"
+        a.plot(mid, c["completeness"], marker="o", color=colour, label=f"{name} ({at})")
         b.plot(mid, c["purity"], marker="o", color=colour, label=name)
         cp = s.get(f"curves_at_{tag}")
         if cp:

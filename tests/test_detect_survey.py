@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("pycocotools")
-
-from galframe_mmdet.metrics import DetectionRecord  # noqa: E402
-from galframe_mmdet.suppress import suppress, suppress_detections  # noqa: E402
-from galframe_mmdet.survey_metrics import (  # noqa: E402
+from galframe_mmdet.metrics import DetectionRecord
+from galframe_mmdet.suppress import suppress, suppress_detections
+from galframe_mmdet.survey_metrics import (
     blend_recovery,
     blended_pairs,
     completeness_purity,

@@ -112,7 +112,7 @@ def survey_records(model, dm, batch: int = 8) -> tuple:
     from galframe.data.datamodule import collate
     from galframe_mmdet.metrics import DetectionRecord
     from galframe_mmdet.suppress import suppress_detections
-    from galframe_mmdet.survey_metrics import detection_mags
+    from galframe_mmdet.survey_metrics import record_pred
 
     task = model.tasks["detect"]
     ds = dm.dataset("test")
@@ -127,15 +127,12 @@ def survey_records(model, dm, batch: int = 8) -> tuple:
             b = collate(items)  # (moves the instances out of the items)
             with torch.no_grad():
                 dets = model(b["image"])["detect"]["detections"]
+            shape = tuple(b["image"].shape[-2:])
             for i, (truth, det) in enumerate(zip(truths, dets)):
                 flux_r = b["image"][i, r].numpy()
-                shape = tuple(b["image"].shape[-2:])
-                for rec, d in ((raw, det), (kept, suppress_detections(det, min_score=task.score_threshold, **task.suppress_options))):
-                    pred = {k: d[k] for k in ("boxes", "scores", "labels")}
-                    if d.get("masks") is not None:
-                        pred["masks"] = d["masks"]
-                    pred["mag_r"] = detection_mags(flux_r, d["boxes"], d.get("masks"))
-                    rec.add(pred, truth, shape)
+                after = suppress_detections(det, min_score=task.score_threshold, **task.suppress_options)
+                raw.add(record_pred(det, flux_r, task.zero_point), truth, shape)
+                kept.add(record_pred(after, flux_r, task.zero_point), truth, shape)
     finally:
         task.suppress_enabled = enabled
     return raw, kept
@@ -187,7 +184,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = {"n_train_fields": n_train, "n_test_fields": n_test, "epochs": args.epochs, "machine": os.environ.get("GALFRAME_MACHINE", ""),
               "rows": rows, "completeness": {**{k: v["completeness"] for k, v in results.items()}, "SEP": sep["completeness"]}}
     from galframe_mmdet.report import completeness_purity_plot
-    from galframe_mmdet.survey_metrics import survey_summary
+    from galframe_mmdet.survey_metrics import duplicates, survey_summary
 
     models = {known[d][0]: load_model(runs / d) for d in chosen}
     fine = [16.0, 17.0, 18.0, 19.0, 19.5, 20.0, 20.5, 21.0, 21.25, 21.5, 21.75, 22.0, 22.25, 22.5]
@@ -196,7 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raw, kept = survey_records(model, dm)
         thr = model.tasks["detect"].score_threshold
         surveys[name] = survey_summary(kept, fine, thr)
-        dups_before[name] = survey_summary(raw, fine, thr)["duplicates"]["per_field"]
+        dups_before[name] = duplicates(raw, thr)["per_field"]
     surveys["SEP"] = survey_summary(rec, fine, -np.inf)
     report["survey"] = surveys
     report["duplicates_per_field_before_suppression"] = dups_before

@@ -232,18 +232,14 @@ class DetectTask(Task):
         return DetectionMetrics()
 
     def update_metrics(self, metrics: nn.Module, out: dict[str, Any], batch: dict[str, Any]) -> None:
-        from galframe_mmdet.survey_metrics import detection_mags
+        from galframe_mmdet.survey_metrics import record_pred
 
         images = batch.get("image")
         for i, (det, inst) in enumerate(zip(out["detections"], batch["instances"])):
             truth = {k: inst[k].detach().cpu().numpy() for k in ("boxes", "labels", "masks", "mag_r") if k in inst}
-            pred = {k: det[k] for k in ("boxes", "scores", "labels")}
-            if det.get("masks") is not None:
-                pred["masks"] = det["masks"]
-            if images is not None and self.r_index is not None:  # the detections' own r photometry (purity vs mag)
-                flux_r = images[i, self.r_index].detach().float().cpu().numpy()
-                pred["mag_r"] = detection_mags(flux_r, det["boxes"], det.get("masks"), self.zero_point)
-            metrics.record.add(pred, truth, out["shape"])
+            # the detections' own r photometry (purity against magnitude) where the image has an r band
+            flux_r = images[i, self.r_index].detach().float().cpu().numpy() if images is not None and self.r_index is not None else None
+            metrics.record.add(record_pred(det, flux_r, self.zero_point), truth, out["shape"])
 
     def calibrate(self, metrics: nn.Module) -> None:
         """Choose the operating score on the validation split (score_threshold: auto)."""

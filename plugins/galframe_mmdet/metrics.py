@@ -86,10 +86,15 @@ def prf(record: DetectionRecord, score_threshold: float = 0.5, iou: float = 0.5,
         tp += int((assign >= 0).sum())
         fp += int((assign < 0).sum())
         fn += int((~taken).sum())
+    return {**f1_from_counts(tp, fp, fn), "tp": float(tp), "fp": float(fp), "fn": float(fn)}
+
+
+def f1_from_counts(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """Precision, recall and F1 from true positives, false positives and false negatives (0 where undefined)."""
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "tp": float(tp), "fp": float(fp), "fn": float(fn)}
+    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 def best_threshold(record: DetectionRecord, iou: float = 0.5, grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))) -> float:

@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from galframe_mmdet.metrics import DetectionRecord, box_intersections, box_iou, match
+from galframe_mmdet.metrics import DetectionRecord, box_intersections, box_iou, f1_from_counts, match
 
 
 def detection_mags(flux_r: np.ndarray, boxes: np.ndarray, masks: Optional[np.ndarray] = None,
@@ -44,6 +44,17 @@ def detection_mags(flux_r: np.ndarray, boxes: np.ndarray, masks: Optional[np.nda
         if flux > 0:
             out[k] = zero_point - 2.5 * np.log10(flux)
     return out
+
+
+def record_pred(det: dict, flux_r: Optional[np.ndarray] = None, zero_point: float = 22.5) -> dict:
+    """What a DetectionRecord keeps of one image's detections: boxes, scores, labels, masks (when there are
+    any) and, given the image's r-band flux, each detection's own r magnitude."""
+    pred = {k: det[k] for k in ("boxes", "scores", "labels")}
+    if det.get("masks") is not None:
+        pred["masks"] = det["masks"]
+    if flux_r is not None:
+        pred["mag_r"] = detection_mags(flux_r, det["boxes"], det.get("masks"), zero_point)
+    return pred
 
 
 def _matches(record: DetectionRecord, threshold: float, iou: float):
@@ -188,10 +199,7 @@ def f1_bright(record: DetectionRecord, threshold: float = 0.5, iou: float = 0.5,
         if pmag is not None and len(pmag) == len(pred["scores"]):
             miss &= np.asarray(pmag, dtype=float)[keep] < bright + margin
         fp += int(miss.sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+    return f1_from_counts(tp, fp, fn)
 
 
 def survey_summary(record: DetectionRecord, bins: Sequence[float], threshold: float, iou: float = 0.5,

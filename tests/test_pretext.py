@@ -1,4 +1,4 @@
-"""Pretext objectives (restore, distill): losses that fall, collapse monitors, sky-respecting views, the CLI."""
+"""Pretext objectives (restore, distill, vicreg): losses that fall, collapse monitors, sky-respecting views, the CLI."""
 from __future__ import annotations
 
 import json
@@ -94,6 +94,33 @@ def test_distill_loss_falls_on_a_tiny_batch_and_trains_only_the_student() -> Non
     for name, p in objective.teacher["backbone"].named_parameters():
         expected = 0.5 * dict(zip([n for n, _ in backbone.named_parameters()], before))[name] + 0.5 * student[name].detach()
         assert torch.allclose(p, expected, atol=1e-6), name
+
+
+def test_vicreg_loss_falls_and_its_variance_term_keeps_the_embedding_spread() -> None:
+    from galframe_lvm.pretext import VarianceCovariance, effective_rank
+
+    batch = _galaxies(32)
+    spread = {}
+    for name, weights in {"vicreg": {}, "invariance only": {"variance": 0.0, "covariance": 0.0}}.items():
+        torch.manual_seed(0)
+        info, backbone, scaling = _parts()
+        objective = VarianceCovariance(backbone, info, scaling, hidden_dim=64, out_dim=64, mask={"ratio": 0.25}, **weights)
+        losses = _train_steps(objective, list(backbone.parameters()) + list(objective.head.parameters()), batch, 30, lr=1e-3)
+        assert all(math.isfinite(v) for v in losses)
+        assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, name
+        objective.head.eval()
+        z = backbone(scaling(batch["image"])).embedding
+        spread[name] = float(objective.head(z).std(0).mean())
+        values = objective.monitors(batch, torch.Generator().manual_seed(0))
+        assert float(values["effective_rank"]) == pytest.approx(float(effective_rank(z)), rel=1e-4)
+    assert VarianceCovariance.requires_for({}) == ()  # the observed image alone
+    # agreement alone shrinks the embedding towards a point; the variance term holds every dimension apart
+    assert spread["vicreg"] > 1.5 * spread["invariance only"], spread
+    info, backbone, scaling = _parts()
+    with pytest.raises(ConfigError, match="no option 'lambda'"):
+        VarianceCovariance(backbone, info, scaling, **{"lambda": 1.0})
+    with pytest.raises(ConfigError, match="num_layers"):
+        VarianceCovariance(backbone, info, scaling, num_layers=0)
 
 
 def test_collapse_monitors_on_a_constant_encoder() -> None:

@@ -364,4 +364,76 @@ class SelfDistillation(Pretext):
                 "student_effective_rank": effective_rank(self.backbone(x).embedding)}
 
 
-__all__ = ["MaskedRestoration", "SelfDistillation", "sky_views", "effective_rank", "teacher_entropy", "VIEW_DEFAULTS"]
+# -- variance-invariance-covariance -----------------------------------------------------------------------
+class VarianceCovariance(Pretext):
+    """VICReg: two sky-respecting views of each stamp through the same backbone and an expander MLP; the
+    expanded embeddings must agree (invariance), keep a standard deviation of at least 1 in every
+    dimension over the batch (variance) and decorrelate their dimensions (covariance).  The last two
+    terms forbid the dimensional collapse a self-distillation objective leaves unchecked (an
+    embedding that lives in a few of its dimensions), without a teacher, prototypes or large batches.
+    Reads the observed image alone.
+
+    Options: ``hidden_dim`` and ``out_dim`` (expander widths), ``num_layers`` (expander depth),
+    ``invariance``, ``variance``, ``covariance`` (the three weights: lightly's lambda, mu, nu),
+    ``mask`` {ratio} (hidden last-stage tokens in the second view, 0 = none), ``views``.
+    """
+
+    DEFAULTS: dict[str, Any] = {
+        "hidden_dim": 512,
+        "out_dim": 512,
+        "num_layers": 3,
+        "invariance": 25.0,
+        "variance": 25.0,
+        "covariance": 1.0,
+        "mask": {"ratio": 0.0},
+        "views": VIEW_DEFAULTS,
+    }
+
+    def __init__(self, backbone: Backbone, data: DataInfo, scaling: Any, **cfg: Any) -> None:
+        super().__init__(backbone, data, scaling)
+        from lightly.loss import VICRegLoss
+        from lightly.models.modules.heads import VICRegProjectionHead
+
+        s = self.settings = _merge(self.DEFAULTS, cfg, "pretrain.objectives.vicreg")
+        s["views"] = _merge(VIEW_DEFAULTS, s["views"], "pretrain.objectives.vicreg.views")
+        if int(s["num_layers"]) < 1:
+            raise ConfigError(f"pretrain.objectives.vicreg.num_layers must be >= 1, got {s['num_layers']}.")
+        self.head = VICRegProjectionHead(input_dim=int(backbone.embed_dim), hidden_dim=int(s["hidden_dim"]),
+                                         output_dim=int(s["out_dim"]), num_layers=int(s["num_layers"]))
+        self.vicreg = VICRegLoss(lambda_param=float(s["invariance"]), mu_param=float(s["variance"]),
+                                 nu_param=float(s["covariance"]))
+        self.mask_ratio = float(dict(s["mask"]).get("ratio") or 0.0)
+        stride = int(list(backbone.feature_strides)[-1]) if backbone.feature_strides else 0
+        if self.mask_ratio > 0:
+            import inspect
+
+            if "mask" not in inspect.signature(backbone.forward).parameters:
+                raise ConfigError("pretext 'vicreg' with mask.ratio > 0 needs a backbone with a mask token (lvm); "
+                                  "set pretrain.objectives.vicreg.mask.ratio=0 for this backbone.")
+            if not 0 < self.mask_ratio < 1 or not stride or data.image_size % stride:
+                raise ConfigError(f"pretrain.objectives.vicreg.mask.ratio must be in [0, 1), got {self.mask_ratio}.")
+        self.mask_patch = stride
+
+    def _embed(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return (self.backbone(x, mask=mask) if mask is not None else self.backbone(x)).embedding
+
+    def loss(self, batch: dict[str, Any], generator: torch.Generator, progress: float) -> tuple[torch.Tensor, dict]:
+        flux, sigma = batch["image"], batch.get("noise_sigma")
+        v1, v2 = (self.scaling(sky_views(flux, sigma, self.settings["views"], self.data.pixel_scale, generator))
+                  for _ in range(2))
+        mask = (corrupt.random_mask(flux.shape[0], self.data.image_size // self.mask_patch, self.mask_ratio, generator,
+                                    device=flux.device) if self.mask_ratio > 0 else None)
+        z1, z2 = self.head(self._embed(v1)), self.head(self._embed(v2, mask))
+        loss = self.vicreg(z1, z2)
+        inv = F.mse_loss(z1, z2)
+        return loss, {"vicreg/loss": loss.detach(), "vicreg/invariance": inv.detach(),
+                      "vicreg/std": torch.sqrt(z1.detach().var(0) + 1e-4).mean()}
+
+    @torch.no_grad()
+    def monitors(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        x = self.scaling(batch["image"])
+        z = self._embed(x)
+        return {"effective_rank": effective_rank(z), "expander_effective_rank": effective_rank(self.head(z))}
+
+
+__all__ = ["MaskedRestoration", "SelfDistillation", "VarianceCovariance", "sky_views", "effective_rank", "teacher_entropy", "VIEW_DEFAULTS"]

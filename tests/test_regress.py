@@ -83,7 +83,7 @@ def test_nmad_bias_and_nll_hand_values() -> None:
 
 
 def test_loss_masks_nan_targets_and_matches_closed_form() -> None:
-    task = _task(params=["sersic_n", "mag_r"])
+    task = _task(params=["sersic_n", "mag_r"], loss="nll")
     out = {"mean": torch.tensor([[0.0, 1.0], [2.0, 0.0]]), "log_sigma": torch.tensor([[0.0, 0.0], [math.log(2.0), 0.0]])}
     batch = _batch(2, sersic_n=[float("nan"), 3.0], mag_r=[18.0, 18.0])
     # normalised targets: sersic (3-2)/1 = 1 for row 1 only; mag_r 0 for both
@@ -91,6 +91,9 @@ def test_loss_masks_nan_targets_and_matches_closed_form() -> None:
     sersic = 0.5 * ((1 - 2) / 2) ** 2 + math.log(2) + c
     mag = ((0.5 * 1 + c) + (0 + c)) / 2
     assert float(task.loss(out, batch)) == pytest.approx((sersic + mag) / 2, rel=1e-6)
+    # beta-NLL (beta 0.5): each term times its sigma^(2 * 0.5); the sersic row has sigma 2
+    beta = _task(params=["sersic_n", "mag_r"], loss="beta_nll", beta=0.5)
+    assert float(beta.loss(out, batch)) == pytest.approx((2 * sersic + mag) / 2, rel=1e-6)
     # every target missing: a zero loss (kept on the graph, so backward still works)
     mean = out["mean"].clone().requires_grad_(True)
     none = task.loss({**out, "mean": mean}, _batch(2, sersic_n=[float("nan")] * 2, mag_r=[float("nan")] * 2))
@@ -130,6 +133,74 @@ def test_metrics_bias_nmad_outliers_coverage() -> None:
     assert float(task.compute_metrics(metrics)["mag_r_coverage68"]) == pytest.approx(0.6827, abs=0.01)
     metrics.reset()
     assert math.isnan(float(task.compute_metrics(metrics)["mag_r_bias"]))
+
+
+def test_beta_nll_keeps_fitting_the_means_of_uncertain_objects() -> None:
+    """The plain NLL's gradient on a mean is (m - t) / sigma^2: an object given a large sigma stops being
+    fitted.  beta-NLL (beta 0.5) scales it by sigma, so it falls as 1 / sigma only; mse ignores sigma."""
+    target = _batch(2, mag_r=[19.0, 19.0])
+    grads = {}
+    for loss in ("nll", "beta_nll", "mse"):
+        mean = torch.zeros(2, 1, requires_grad=True)
+        out = {"mean": mean, "log_sigma": torch.tensor([[0.0], [math.log(4.0)]])}
+        _task(params=["mag_r"], loss=loss, beta=0.5).loss(out, target).backward()
+        grads[loss] = mean.grad[:, 0].abs()
+    assert float(grads["nll"][1] / grads["nll"][0]) == pytest.approx(1 / 16, rel=1e-5)
+    assert float(grads["beta_nll"][1] / grads["beta_nll"][0]) == pytest.approx(1 / 4, rel=1e-5)
+    assert float(grads["mse"][1] / grads["mse"][0]) == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(ConfigError, match="beta must be in"):
+        _task(beta=2.0)
+    with pytest.raises(ConfigError, match="Unknown tasks.regress.loss 'nlll'"):
+        _task(loss="nlll")
+
+
+def test_calibration_rescales_sigmas_to_the_validation_coverage() -> None:
+    """Gaussian residuals of sigma 1.0 with predicted sigmas of 0.5: calibration doubles the sigmas, and
+    the coverage of fresh residuals from the same law becomes 68.3% and 95%."""
+    torch.manual_seed(1)
+    task = _task(params=["mag_r", "axis_ratio"])
+    n = 20000
+
+    def fill():
+        metrics = task.make_metrics()
+        truth = _batch(n, mag_r=18.0 + torch.randn(n), axis_ratio=0.6 + 0.2 * torch.randn(n))
+        # mag_r: true scatter 1.0 (normalised 1.0) predicted 0.5; axis_ratio: true scatter 0.05 (normalised 0.25) predicted 0.25
+        mean = torch.stack([(truth["mag_r"] - 18.0) + torch.randn(n), (truth["axis_ratio"] - 0.6) / 0.2 + 0.25 * torch.randn(n)], 1)
+        out = {"mean": mean, "log_sigma": torch.log(torch.tensor([[0.5, 0.25]])).expand(n, 2)}
+        task.update_metrics(metrics, out, truth)
+        return metrics
+
+    before = task.compute_metrics(fill())
+    assert float(before["mag_r_coverage68"]) == pytest.approx(0.383, abs=0.01)  # P(|z| < 0.5)
+    task.calibrate(fill())
+    assert float(task.sigma_scale[0]) == pytest.approx(2.0, rel=0.03)
+    assert float(task.sigma_scale[1]) == pytest.approx(1.0, rel=0.03)  # already honest: left alone
+    after = task.compute_metrics(fill())
+    for p in ("mag_r", "axis_ratio"):
+        assert float(after[f"{p}_coverage68"]) == pytest.approx(0.683, abs=0.01), p
+        assert float(after[f"{p}_coverage95"]) == pytest.approx(0.95, abs=0.01), p
+    # without calibration the factors stay 1
+    fixed = _task(params=["mag_r", "axis_ratio"], calibrate=False)
+    fixed.calibrate(fill())
+    assert torch.equal(fixed.sigma_scale, torch.ones(2))
+
+
+def test_stage_features_read_every_stage() -> None:
+    class Staged(torch.nn.Module):
+        embed_dim = 4
+        feature_channels = (3, 5)
+
+    info = DataInfo(bands=("g", "r", "z"), image_size=8, stats=STATS)
+    task = RegressTask("regress", Staged(), info, params=["mag_r"], features="stages", hidden=0)
+    assert task.head[-1].in_features == 2 * (3 + 5)
+    maps = [torch.randn(2, 3, 4, 4), torch.randn(2, 5, 2, 2)]
+    out = task(Features(maps=maps, embedding=torch.zeros(2, 4)))
+    assert out["mean"].shape == (2, 1)
+    # a change in the finest stage alone reaches the prediction (the pooled embedding would not see it)
+    changed = task(Features(maps=[maps[0] + 1.0, maps[1]], embedding=torch.zeros(2, 4)))
+    assert not torch.allclose(out["mean"], changed["mean"])
+    with pytest.raises(ConfigError, match="Unknown tasks.regress.features"):
+        RegressTask("regress", Staged(), info, params=["mag_r"], features="stage")
 
 
 def test_metric_nll_is_the_mean_normalised_nll() -> None:

@@ -18,6 +18,19 @@ Derived targets:
   (the spread of an angle drawn uniformly on [0, 180), i.e. "no information"); the cap is also
   reported when the vector is no longer than its larger component sigma (angle undetermined).
 
+Loss (``loss``): ``nll`` is the Gaussian NLL; ``beta_nll`` (default) weights each object's NLL by its
+own predicted variance to the power ``beta`` (gradient stopped; Seitzer et al. 2022), so the means
+of objects the head finds hard keep being fitted instead of being given up behind a large sigma
+(the plain NLL's failure mode: means shrunk to the sample mean); ``mse`` trains the means alone
+(the sigmas then come from the calibration).  ``features``: ``embedding`` (the backbone's pooled
+vector) or ``stages`` (the mean and the max of every stage's map, concatenated: the shallow stages
+carry the sizes and shapes the bottleneck pools away).
+
+Calibration (``calibrate: true``): after each validation pass one factor per parameter scales its
+sigmas so that 68.3% of the validation residuals fall within them; the factors live in a buffer,
+so checkpoints and predictions carry them.  ``coverage68`` / ``coverage95`` are the fractions of
+residuals within 1 and 1.96 sigma (0.683 and 0.95 when calibrated).
+
 Normalisation (``DataInfo.stats`` of the training split): plain columns use ``column_mean`` /
 ``column_std``.  ``log_half_light_radius`` uses the log-normal moments matched to the column's
 mean and std (the stats hold the linear radius only, stars' zeros included, so this is a rough but
@@ -36,7 +49,7 @@ from torchmetrics import Metric
 
 from galframe.api import Backbone, DataInfo, Features, Task
 from galframe_tasks import mlp_head
-from galframe.errors import ConfigError, DataError, did_you_mean
+from galframe.errors import ConfigError, DataError, check_choice, did_you_mean
 
 DEFAULT_PARAMS = (
     "sersic_n",
@@ -57,6 +70,8 @@ NMAD_SCALE = 1.4826
 #: spread (degrees) of an angle uniform on [0, 180): the cap on a position-angle sigma
 PA_SIGMA_MAX = 180.0 / math.sqrt(12.0)
 LOG_2PI = math.log(2.0 * math.pi)
+LOSSES = ("nll", "beta_nll", "mse")
+FEATURES = ("embedding", "stages")
 
 
 def columns_for(params: Sequence[str]) -> tuple[str, ...]:
@@ -79,6 +94,24 @@ def nmad(d: torch.Tensor) -> torch.Tensor:
 def gaussian_nll(mean: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Elementwise -log N(target | mean, exp(log_sigma)²)."""
     return 0.5 * ((target - mean) * torch.exp(-log_sigma)) ** 2 + log_sigma + 0.5 * LOG_2PI
+
+
+def beta_nll(mean: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    """Elementwise beta-NLL: the Gaussian NLL times sigma^(2 beta), the weight taken out of the gradient."""
+    nll = gaussian_nll(mean, log_sigma, target)
+    if beta <= 0:
+        return nll
+    return nll * torch.exp(2.0 * beta * log_sigma).detach()
+
+
+def coverage_scale(diff: torch.Tensor, sigma: torch.Tensor, level: float = 0.6827) -> float:
+    """The factor that makes ``level`` of the residuals fall within ``factor * sigma`` (1.0 if undefined)."""
+    ok = torch.isfinite(diff) & torch.isfinite(sigma) & (sigma > 0)
+    if int(ok.sum()) < 10:
+        return 1.0
+    r = (diff[ok].abs() / sigma[ok]).float()
+    q = float(torch.quantile(r, level))
+    return q if math.isfinite(q) and q > 0 else 1.0
 
 
 def pa_to_vector(theta_deg: torch.Tensor) -> torch.Tensor:
@@ -184,6 +217,10 @@ class RegressTask(Task):
         pa_max_axis_ratio: float = 0.98,
         outlier_nmad: float = 3.0,
         outlier_thresholds: Optional[Mapping[str, float]] = None,
+        loss: str = "beta_nll",
+        beta: float = 0.5,
+        features: str = "embedding",
+        calibrate: bool = True,
     ) -> None:
         super().__init__(name, backbone, data)
         self.params = [str(p) for p in params]
@@ -202,6 +239,12 @@ class RegressTask(Task):
         if not log_sigma_min < log_sigma_max:
             raise ConfigError(f"task '{name}' (regress): log_sigma_min must be below log_sigma_max.")
         self.requires = columns_for(self.params)  # instance value; the class value covers the defaults
+        check_choice(f"tasks.{name}.loss", str(loss), LOSSES)
+        check_choice(f"tasks.{name}.features", str(features), FEATURES)
+        if not 0.0 <= float(beta) <= 1.0:
+            raise ConfigError(f"task '{name}' (regress): beta must be in [0, 1] (0 = plain NLL, 1 = MSE-like), got {beta}.")
+        self.loss_name, self.beta, self.features = str(loss), float(beta), str(features)
+        self.do_calibrate = bool(calibrate)
         self.log_sigma_min = float(log_sigma_min)
         self.log_sigma_max = float(log_sigma_max)
         self.pa_max_axis_ratio = float(pa_max_axis_ratio)
@@ -223,7 +266,12 @@ class RegressTask(Task):
         self.register_buffer("target_mean", torch.tensor(mean, dtype=torch.float32), persistent=True)
         self.register_buffer("target_std", torch.tensor(std, dtype=torch.float32), persistent=True)
 
-        self.head = mlp_head(backbone.embed_dim, 2 * self.n_out, hidden, dropout)
+        # per-parameter sigma factors from the validation split (1 until calibrated)
+        self.register_buffer("sigma_scale", torch.ones(len(self.params), dtype=torch.float32), persistent=True)
+        width = backbone.embed_dim if self.features == "embedding" else 2 * int(sum(backbone.feature_channels))
+        if not width:
+            raise ConfigError(f"task '{name}' (regress): features=stages needs a backbone that names its feature_channels.")
+        self.head = mlp_head(width, 2 * self.n_out, hidden, dropout)
 
     @staticmethod
     def _norm(param: str, stats: Mapping[str, Any]) -> tuple[list[float], list[float]]:
@@ -263,20 +311,33 @@ class RegressTask(Task):
 
     # -- model ------------------------------------------------------------------
     def forward(self, features: Features) -> dict[str, torch.Tensor]:
-        raw = self.head(features.embedding)
+        if self.features == "stages":
+            x = torch.cat([torch.cat([m.mean(dim=(2, 3)), m.amax(dim=(2, 3))], dim=1) for m in features.maps], dim=1)
+        else:
+            x = features.embedding
+        raw = self.head(x)
         mean, log_sigma = raw[:, : self.n_out], raw[:, self.n_out :]
         return {"mean": mean, "log_sigma": log_sigma.clamp(self.log_sigma_min, self.log_sigma_max)}
 
-    def _nll_terms(self, out: dict[str, torch.Tensor], batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Elementwise normalised NLL (0 where masked) and the (B, n_out) validity mask."""
+    def _nll_terms(self, out: dict[str, torch.Tensor], batch: Mapping[str, Any],
+                   kind: str = "nll") -> tuple[torch.Tensor, torch.Tensor]:
+        """Elementwise normalised loss (``kind``: nll, beta_nll or mse; 0 where masked) and the (B, n_out) validity mask."""
         target = (self.targets(batch).to(out["mean"].device) - self.target_mean) / self.target_std
         valid = torch.isfinite(target)
-        nll = gaussian_nll(out["mean"].float(), out["log_sigma"].float(), torch.where(valid, target, torch.zeros_like(target)))
-        return torch.where(valid, nll, torch.zeros_like(nll)), valid
+        target = torch.where(valid, target, torch.zeros_like(target))
+        mean, log_sigma = out["mean"].float(), out["log_sigma"].float()
+        if kind == "mse":
+            # the means alone; the sigmas fit the squared residuals without moving them (their NLL, means detached)
+            term = 0.5 * (mean - target) ** 2 + gaussian_nll(mean.detach(), log_sigma, target)
+        elif kind == "beta_nll":
+            term = beta_nll(mean, log_sigma, target, self.beta)
+        else:
+            term = gaussian_nll(mean, log_sigma, target)
+        return torch.where(valid, term, torch.zeros_like(term)), valid
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
-        """Mean over parameters (those with any valid target) of each one's mean NLL per dimension."""
-        nll, valid = self._nll_terms(out, batch)
+        """Mean over parameters (those with any valid target) of each one's mean loss per dimension."""
+        nll, valid = self._nll_terms(out, batch, self.loss_name)
         per_param = []
         for p in self.params:
             sl = self.slices[p]
@@ -293,8 +354,9 @@ class RegressTask(Task):
         mean = out["mean"].float() * self.target_std + self.target_mean
         sigma = torch.exp(out["log_sigma"].float()) * self.target_std
         result = {}
-        for p in self.params:
+        for k, p in enumerate(self.params):
             sl = self.slices[p]
+            sigma[:, sl] = sigma[:, sl] * self.sigma_scale[k].to(sigma.device)
             if p == "position_angle":
                 theta, theta_sigma = vector_to_pa(mean[:, sl], sigma[:, sl])
                 result[p] = (theta, theta_sigma)
@@ -333,6 +395,19 @@ class RegressTask(Task):
                 d = wrap_pa_diff(d)
             metrics.update(p, d[ok], s[ok], float(nll[:, sl].sum()), int(valid[:, sl].sum()))
 
+    def calibrate(self, metrics: nn.Module) -> None:
+        """Scale each parameter's sigmas so that 68.3% of the validation residuals fall within them."""
+        if not self.do_calibrate:
+            return
+        stats = metrics.compute()
+        for k, p in enumerate(self.params):
+            d, s, _, _ = stats[p]
+            if p == "position_angle":  # capped sigmas ("no information") carry no scale
+                keep = s < PA_SIGMA_MAX * 0.999
+                d, s = d[keep], s[keep]
+            factor = coverage_scale(d, s)
+            self.sigma_scale[k] = float(self.sigma_scale[k]) * min(max(factor, 1e-3), 1e3)
+
     def compute_metrics(self, metrics: nn.Module) -> dict[str, torch.Tensor]:
         result: dict[str, torch.Tensor] = {}
         nlls = []
@@ -343,7 +418,7 @@ class RegressTask(Task):
             if nll_count:
                 nlls.append(nll_sum / nll_count)
             if d.numel() == 0:
-                for key in ("bias", "nmad", "outlier_frac", "coverage68"):
+                for key in ("bias", "nmad", "outlier_frac", "coverage68", "coverage95"):
                     result[f"{p}_{key}"] = nan
                 continue
             scatter = nmad(d)
@@ -352,6 +427,7 @@ class RegressTask(Task):
             result[f"{p}_nmad"] = scatter
             result[f"{p}_outlier_frac"] = (d.abs() > limit).float().mean()
             result[f"{p}_coverage68"] = (d.abs() < s).float().mean()
+            result[f"{p}_coverage95"] = (d.abs() < 1.96 * s).float().mean()
         result["nll"] = torch.tensor(float(np.mean(nlls))) if nlls else nan
         return result
 

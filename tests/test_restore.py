@@ -130,6 +130,37 @@ def test_flux_term_matches_hand_values_and_pulls_the_flux_back() -> None:
         _task(flux_weight=-1.0)
 
 
+def test_flux_term_is_per_band_and_calibration_brings_the_median_ratio_to_one() -> None:
+    task = _task(aperture_radius=3.0, flux_weight=1.0)
+    clean = torch.zeros(1, 3, 32, 32)
+    clean[:, :, 15:17, 15:17] = 1.0
+    restored = clean.clone()
+    restored[0, 0, 15:17, 15:17] = 1.5  # g 1.5x, r 0.5x, z right: the all-band sum is right, the photometry is not
+    restored[0, 1, 15:17, 15:17] = 0.5
+    expected = (math.log(1.5) + math.log(2.0) + 0.0) / 3
+    assert float(task.flux_loss(task.scaling(restored), clean)) == pytest.approx(expected, rel=1e-4)
+
+    # a restorer that keeps 80% of g and 125% of z on every object: calibrated factors undo it at evaluation
+    torch.manual_seed(0)
+    cal = _task(aperture_radius=3.0, flux_calibrate=True)
+    clean = torch.rand(16, 3, 32, 32) * 0.01
+    clean[:, :, 14:18, 14:18] += torch.rand(16, 3, 1, 1) + 0.5
+    biased = clean * torch.tensor([0.8, 1.0, 1.25]).view(1, 3, 1, 1)
+    feats = Features(maps=[], embedding=torch.zeros(16, 1), decoded=cal.scaling(biased))
+    cal.needs_decoder = True
+    cal.eval()
+    for _ in range(2):  # calibration is read from the validation metrics, as after a validation pass
+        metrics = cal.make_metrics()
+        cal.update_metrics(metrics, cal(feats), {"clean": clean})
+        before = cal.compute_metrics(metrics)
+        cal.calibrate(metrics)
+    assert float(before["flux_ratio_g"]) == pytest.approx(1.0, abs=1e-3)  # second pass: already calibrated
+    assert torch.allclose(cal.flux_scale, torch.tensor([1.25, 1.0, 0.8]), rtol=1e-3)
+    assert float(before["flux_nmad_z"]) == pytest.approx(0.0, abs=1e-3)
+    cal.train()  # training sees the network's own output: the factors never enter the loss
+    assert torch.allclose(cal(feats)["restored"], cal.scaling(biased))
+
+
 def test_model_scaling_is_bound() -> None:
     from galframe.data.scaling import build_scaling
 

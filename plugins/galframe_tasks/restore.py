@@ -143,8 +143,12 @@ class RestoreTask(Task):
         n_report: int = 4,
         upscale: int = 1,
         flux_weight: float = 0.0,
+        flux_calibrate: bool = False,
     ) -> None:
         super().__init__(name, backbone, data)
+        self.flux_calibrate = bool(flux_calibrate)
+        # per-band flux factors from the validation split, applied to evaluated and predicted images (1 until calibrated)
+        self.register_buffer("flux_scale", torch.ones(data.n_bands, dtype=torch.float32), persistent=True)
         self.loss_name = check_choice(f"loss for task '{name}'", loss, ["l1", "l2"])
         self.flux_weight = float(flux_weight)
         if self.flux_weight < 0:
@@ -198,6 +202,8 @@ class RestoreTask(Task):
             restored = features.decoded
         else:
             restored = self.head(features.maps, (self.image_size, self.image_size))
+        if self.flux_calibrate and not self.training:
+            restored = self.scaling(self.scaling.inverse(restored.float()) * self.flux_scale.view(1, -1, 1, 1)).to(restored.dtype)
         return {"restored": restored}
 
     def target(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -211,17 +217,30 @@ class RestoreTask(Task):
         return pixel
 
     def flux_loss(self, pred: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-        """Mean |log| of the restored / true aperture flux (all bands), for objects with positive true flux.
+        """Mean |log| of the restored / true aperture flux, band by band, over the bands and objects with
+        positive true flux.
 
         Pixel losses in scaled (asinh) units weigh the faint outskirts like the bright core and let the
-        total flux drift; this term holds the flux in the aperture where photometry is measured."""
-        pred_ap = aperture_flux(self.scaling.inverse(pred), self.aperture_radius).sum(1)
-        true_ap = aperture_flux(clean, self.aperture_radius).sum(1)
+        flux drift; this term holds the flux in the aperture where photometry is measured, in every band
+        (a sum over bands would let one band's excess pay for another's deficit)."""
+        pred_ap = aperture_flux(self.scaling.inverse(pred), self.aperture_radius)
+        true_ap = aperture_flux(clean, self.aperture_radius)
         ok = true_ap > 0
         if not bool(ok.any()):
             return pred.new_zeros(())
         ratio = pred_ap[ok].clamp_min(1e-3 * true_ap[ok]) / true_ap[ok]
         return torch.log(ratio).abs().clamp_max(5.0).mean()
+
+    def calibrate(self, metrics: nn.Module) -> None:
+        """With ``flux_calibrate``: per-band factors that bring the median validation flux ratio to 1."""
+        if not self.flux_calibrate:
+            return
+        for i, band in enumerate(self.bands):
+            m = metrics[f"flux_ratio_{band}"]
+            values = m.compute().flatten().float() if m.update_count else torch.empty(0)
+            values = values[torch.isfinite(values) & (values > 0)]
+            if values.numel() >= 10:
+                self.flux_scale[i] = float(self.flux_scale[i]) / float(values.median())
 
     # -- metrics ----------------------------------------------------------------
     def make_metrics(self) -> nn.Module:
@@ -263,6 +282,9 @@ class RestoreTask(Task):
             values = values[torch.isfinite(values)]
             # median over objects; NaN if no object had a positive true aperture flux
             result[key] = values.median() if values.numel() else torch.tensor(float("nan"))
+            if key != "flux_ratio":  # the scatter of a band's photometry: NMAD of its flux ratio
+                result[key.replace("ratio", "nmad")] = (1.4826 * (values - values.median()).abs().median()
+                                                        if values.numel() else torch.tensor(float("nan")))
         return result
 
     # -- predictions and report ---------------------------------------------------

@@ -45,7 +45,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -101,10 +101,13 @@ def hsm_shape(image: np.ndarray, psf: np.ndarray, sky_sigma: float, pixel_scale:
     s2 = res.moments_sigma**2 - res.psf_sigma**2
     hlr = GAUSS_HLR * math.sqrt(s2) * pixel_scale if s2 > 0 else math.nan
     obs = res.observed_shape
+    # EstimateShear leaves moments_centroid at (0, 0): the centroid comes from the adaptive moments
+    mom = galsim.hsm.FindAdaptiveMom(galsim.Image(image.astype(np.float64), scale=pixel_scale), strict=False)
+    x, y = ((mom.moments_centroid.x, mom.moments_centroid.y) if not mom.error_message else (math.nan, math.nan))
     return {"hsm_q": q, "hsm_hlr": hlr, "hsm_sigma_obs": float(res.moments_sigma), "hsm_sigma_psf": float(res.psf_sigma),
             "hsm_e1": float(obs.e1), "hsm_e2": float(obs.e2),
             # GalSim images are 1-based: array coordinates are one less
-            "hsm_x": float(res.moments_centroid.x) - 1.0, "hsm_y": float(res.moments_centroid.y) - 1.0}
+            "hsm_x": float(x) - 1.0, "hsm_y": float(y) - 1.0}
 
 
 def _oversampled_grid(size: int, over: int) -> tuple[np.ndarray, np.ndarray]:
@@ -290,7 +293,74 @@ def restore_scores(task: Any, restored_flux: torch.Tensor, clean: torch.Tensor, 
 # -------------------------------------------------------------------------------------------------
 # pictures and tables
 # -------------------------------------------------------------------------------------------------
-def scatter_png(truth: dict, estimates: dict[str, dict], path: Path) -> Path:
+def coverage_png(truth: dict, estimate: dict, sigma: dict, path: Path) -> Path:
+    """Fraction of galframe's residuals within k predicted sigma against k, per parameter, with the
+    Gaussian expectation 2 Phi(k) - 1: a calibrated uncertainty follows it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    k = np.linspace(0, 3, 61)
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    ax.plot(k, 2 * norm.cdf(k) - 1, "k--", lw=1, label="Gaussian")
+    for p in REGRESS_PARAMS:
+        z = np.abs(estimate[p] - truth[p]) / sigma[p]
+        z = z[np.isfinite(z)]
+        if z.size:
+            ax.plot(k, [(z < x).mean() for x in k], label=p)
+    ax.axhline(0.683, color="grey", lw=0.5)
+    ax.axhline(0.95, color="grey", lw=0.5)
+    ax.set_xlabel("|residual| / predicted sigma")
+    ax.set_ylabel("fraction of objects within")
+    ax.set_title("galframe regress: coverage", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def headline_entries(result: Mapping[str, Any]) -> dict[str, dict]:
+    """The ``params`` and ``restore`` entries of benchmarks/results/headline.json from a classical result."""
+    reg = result["regress"]["methods"]
+    short = {"log_half_light_radius": "log_hlr", "axis_ratio": "q", "sersic_n": "sersic_n"}
+
+    def metric(method: str, key: str) -> Optional[float]:
+        v = reg.get(method, {}).get("metrics", {}).get(key)
+        return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+    gf = "galframe regress"
+    params = {
+        "data": result["settings"].get("data_name", "sim_desi"),
+        "n": int(result["regress"]["n_common"]),
+        "nmad": {short[p]: {"galframe": metric(gf, f"{p}_nmad"), "sersic_fit": metric("Sersic fit", f"{p}_nmad"),
+                            "hsm": metric("HSM, calibrated", f"{p}_nmad")} for p in REGRESS_PARAMS},
+        "coverage68": {p: metric(gf, f"{p}_coverage68") for p in REGRESS_PARAMS},
+        "coverage95": {p: metric(gf, f"{p}_coverage95") for p in REGRESS_PARAMS},
+        "seconds_per_object": {"galframe": reg[gf]["seconds_per_object"], "sersic_fit": reg["Sersic fit"]["seconds_per_object"]},
+        "machine": result["settings"].get("machine"),
+    }
+    rest = result["restore"]["methods"]
+    names = {"galframe": "galframe restore", "richardson_lucy": "Richardson-Lucy", "wavelet": "wavelet denoising"}
+
+    def r(method: str, key: str) -> Optional[float]:
+        v = rest.get(names[method], {}).get("metrics", {}).get(key)
+        return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+    bands = list(result["settings"].get("bands") or ["g", "r", "z"])
+    restore = {
+        "data": params["data"], "n": int(result["settings"]["n_eval"]),
+        "psnr": {m: r(m, "psnr") for m in names}, "ssim": {m: r(m, "ssim") for m in names},
+        "flux_ratio_median": {b: r("galframe", f"flux_ratio_{b}") for b in bands},
+        "flux_nmad": {m: r(m, "flux_ratio_nmad") for m in ("galframe", "richardson_lucy")},
+        "flux_nmad_per_band": {b: {m: r(m, f"flux_nmad_{b}") for m in ("galframe", "richardson_lucy")} for b in bands},
+    }
+    return {"params": params, "restore": restore}
+
+
+def scatter_png(truth: dict, estimates: dict[str, dict], path: Path, sigmas: Optional[dict[str, dict]] = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,6 +377,9 @@ def scatter_png(truth: dict, estimates: dict[str, dict], path: Path) -> Path:
             ax = axes[r, c]
             e = estimates[m][p]
             ok = np.isfinite(t) & np.isfinite(e)
+            sig = (sigmas or {}).get(m, {}).get(p)
+            if sig is not None:  # the method's own 1-sigma error bars
+                ax.errorbar(t[ok], e[ok], yerr=sig[ok], fmt="none", ecolor="tab:orange", alpha=0.25, lw=0.5)
             ax.scatter(t[ok], e[ok], s=3, alpha=0.5)
             if not ok.any():
                 ax.text(0.5, 0.5, "no estimate", ha="center", va="center", transform=ax.transAxes, fontsize=8)
@@ -350,10 +423,11 @@ def examples_png(rows: list[tuple[int, list[np.ndarray]]], names: list[str], ban
 
 def markdown(result: dict) -> str:
     s = result["settings"]
+    bands = list(s.get("bands") or ["g", "r", "z"])
     lines = [
-        "# Classical baselines vs galframe (held-out sim_desi)",
+        f"# Classical baselines vs galframe (held-out {s.get('data_name', 'sim_desi')})",
         "",
-        f"{s['n_eval']} held-out objects (the first of the test split of `data=sim_desi`, n={s['data_n']}, seed "
+        f"{s['n_eval']} held-out objects (the first of the test split of `data={s.get('data_name', 'sim_desi')}`, n={s['data_n']}, seed "
         f"{s['data_seed']}); galframe models: `{s['backbone']}` ({s['weights']}), {s['n_labeled']} training stamps, "
         f"{s['regress_epochs']} epochs (regress) and {s['restore_epochs']} (restore), trained in "
         f"{result['timing']['train_regress_s']:.0f} s and {result['timing']['train_restore_s']:.0f} s; "
@@ -367,6 +441,7 @@ def markdown(result: dict) -> str:
         "| method | log10 hlr bias | NMAD | outliers | axis ratio bias | NMAD | outliers | Sersic n bias | NMAD | outliers | failed | s / object |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    gf = result["regress"]["methods"].get("galframe regress", {}).get("metrics", {})
     for m, v in result["regress"]["methods"].items():
         cells = []
         for p in REGRESS_PARAMS:
@@ -376,6 +451,10 @@ def markdown(result: dict) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {v['failed']} | {v['seconds_per_object']:.4f} |")
     lines += [
         "",
+        "galframe's uncertainties (fraction of residuals within 1 and 1.96 predicted sigma; 0.683 and 0.95 when "
+        "calibrated): " + "; ".join(f"{p} {gf.get(p + '_coverage68', math.nan):.3f} / {gf.get(p + '_coverage95', math.nan):.3f}"
+                                   for p in REGRESS_PARAMS) + ".",
+        "",
         "HSM gives no Sersic index (-). Truth conventions (galframe/sim/desi.py): hlr is the circular half-light "
         "radius of the PSF-free r-band image; the axis ratio is the main component's (second-moment for disks); "
         "Sersic n is the bulge's (1 for pure disks): a single Sersic fit measures the whole galaxy, which "
@@ -384,17 +463,20 @@ def markdown(result: dict) -> str:
         f"## Restoration (all {s['n_eval']} objects, PSNR and SSIM in the model's scaled units, flux in an "
         f"{result['restore']['aperture_radius']:.0f} px aperture)",
         "",
-        "| method | PSNR | SSIM | flux ratio (median) | flux ratio NMAD | s / object |",
-        "|---|---|---|---|---|---|",
+        "| method | PSNR | SSIM | flux ratio (median) | flux ratio NMAD | " + " | ".join(f"{b} ratio / NMAD" for b in bands)
+        + " | s / object |",
+        "|---|---|---|---|---|" + "---|" * len(bands) + "---|",
     ]
     for m, v in result["restore"]["methods"].items():
         x = v["metrics"]
         it = f" ({v['n_iter']} it.)" if v.get("n_iter") else ""
+        per_band = " | ".join(f"{x.get('flux_ratio_' + b, math.nan):.3f} / {x.get('flux_nmad_' + b, math.nan):.3f}" for b in bands)
         lines.append(
             f"| {m}{it} | {x['psnr']:.2f} | {x['ssim']:.4f} | {x['flux_ratio']:.3f} | {x['flux_ratio_nmad']:.3f} | "
-            f"{v['seconds_per_object']:.4f} |"
+            f"{per_band} | {v['seconds_per_object']:.4f} |"
         )
-    lines += ["", "![shapes](regress_scatter.png)", "", "![restorations](restore_examples.png)", ""]
+    lines += ["", "![shapes](regress_scatter.png)", "", "![coverage](regress_coverage.png)", "",
+              "![restorations](restore_examples.png)", ""]
     return "\n".join(lines)
 
 
@@ -415,6 +497,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     parser.add_argument("--out", default="benchmarks/results/classical")
     parser.add_argument("--machine", default="a shared 2-core CPU", help="what to call this machine in the table")
+    parser.add_argument("--headline", default=None, help="write the params and restore entries of this headline.json")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the galframe runs and the data (e.g. data.n=6000)")
     return parser.parse_args(argv)
 
@@ -546,7 +629,9 @@ def _regress_bench(d: _Data, reg_task: Any, reg_model: Any, n_calib: int, out: P
         regress_result["methods"][m] = {"metrics": scores, "failed": failed, "seconds_per_object": seconds[m]}
     scatter_png({p: truth[p][common] for p in REGRESS_PARAMS},
                 {m: {p: e[p][common] for p in REGRESS_PARAMS} for m, e in est.items() if m != "HSM"},
-                out / "regress_scatter.png")
+                out / "regress_scatter.png", {"galframe regress": {p: gf_sigma[p][common] for p in REGRESS_PARAMS}})
+    coverage_png({p: truth[p][common] for p in REGRESS_PARAMS}, {p: est["galframe regress"][p][common] for p in REGRESS_PARAMS},
+                 {p: gf_sigma[p][common] for p in REGRESS_PARAMS}, out / "regress_coverage.png")
     return regress_result, po, t_hsm, t_fit
 
 
@@ -627,7 +712,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     regress_result, po, t_hsm, t_fit = _regress_bench(d, reg_task, reg_model, args.n_calib, out)
     restore_result = _restore_bench(d, res_model, res_name, res_task, args.n_tune, out)
     result = {
-        "settings": {"n_eval": d.n_eval, "data_n": data_cfg.get("n"), "data_seed": data_cfg.get("seed"), "backbone": args.backbone,
+        "settings": {"n_eval": d.n_eval, "data_name": str(data_cfg.get("name") or "sim_desi"), "bands": d.bands,
+                     "data_n": data_cfg.get("n"), "data_seed": data_cfg.get("seed"), "backbone": args.backbone,
                      "n_labeled": args.n_labeled, "regress_epochs": args.regress_epochs, "restore_epochs": args.restore_epochs, "seed": args.seed, "overrides": args.overrides,
                      "regress_run": str(reg_dir), "restore_run": str(res_dir), "psf_beta": d.beta, "threads": args.threads,
                      "weights": next((o.split("=", 1)[1] for o in args.overrides if o.startswith("backbone.weights=")), "random init"),
@@ -640,6 +726,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (out / "classical.json").write_text(json.dumps(result, indent=2))
     (out / "classical.md").write_text(markdown(result))
     po.to_csv(out / "per_object.csv", index=False, float_format="%.5g")
+    if args.headline:
+        from galframe_bench.fewshot import write_headline
+
+        for key, entry in headline_entries(result).items():
+            write_headline(Path(args.headline), key, entry)
     print(markdown(result))
     return 0
 

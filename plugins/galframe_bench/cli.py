@@ -78,7 +78,9 @@ def run(cfg: Any, run_dir: Any) -> dict:
             from galframe_bench.classical import main as classical
 
             classical([*[str(a) for a in p.get("classical", [])], "--out", str(out / "classical"),
-                       "--machine", _machine(trainer), *([f"trainer={trainer}"] if trainer != "cpu" else [])])
+                       "--machine", _machine(trainer), *(["--headline", str(out.parent / "headline.json")]
+                                                         if p.get("classical_headline", True) else []),
+                       *([f"trainer={trainer}"] if trainer != "cpu" else [])])
         elif name == "throughput":
             from galframe_bench.throughput import run as throughput
 

@@ -117,9 +117,17 @@ def test_the_classical_bench_runs_end_to_end_on_a_tiny_dataset(tiny_dataset, run
     headline.write_text(json.dumps({"fewshot": {"kept": True}}))
     rc = main(["--n-eval", "12", "--n-tune", "4", "--n-calib", "30", "--n-labeled", "120", "--regress-epochs", "1",
                "--restore-epochs", "1", "--val-batches", "1", "--out", str(out), "--headline", str(headline),
+               "--regress-override", "tasks.regress.features=stages", "--restore-override", "tasks.restore.flux_calibrate=true",
                f"data.path={tiny_dataset}", "data.batch_size=16", "trainer.limit_train_batches=2"])
     assert rc == 0
     result = json.loads((out / "classical.json").read_text())
+    from galframe.checkpoints import checkpoint_file, model_from_checkpoint
+
+    # each run got its own override, and only its own
+    reg = model_from_checkpoint(checkpoint_file(result["settings"]["regress_run"])).tasks["regress"]
+    res = model_from_checkpoint(checkpoint_file(result["settings"]["restore_run"])).tasks["restore"]
+    assert reg.features == "stages" and res.flux_calibrate
+    assert "features=stages" in (out / "classical.md").read_text()
     methods = result["regress"]["methods"]
     assert {"galframe regress", "HSM", "HSM, calibrated", "Sersic fit"} <= set(methods)
     assert 0 < result["regress"]["n_common"] <= 12

@@ -229,8 +229,9 @@ def galframe_model(task: str, run_dir: Optional[str], args: argparse.Namespace, 
     if run_dir is None:
         overrides = [
             f"backbone={args.backbone}", f"tasks=[{task}]", f"trainer.max_epochs={getattr(args, task + '_epochs')}",
-            f"data.n_labeled={args.n_labeled}", f"trainer.limit_val_batches={args.val_batches}", f"seed={args.seed}",
+            f"data.n_labeled={'null' if args.n_labeled is None else args.n_labeled}", f"trainer.limit_val_batches={args.val_batches}", f"seed={args.seed}",
             "trainer.progress_bar=false", "logger=none", "evaluate=false", *args.overrides,
+            *(getattr(args, task + "_override") or []),
         ]
         if task == "regress":
             overrides.append(f"tasks.regress.params=[{','.join(REGRESS_PARAMS)}]")
@@ -428,8 +429,11 @@ def markdown(result: dict) -> str:
         f"# Classical baselines vs galframe (held-out {s.get('data_name', 'sim_desi')})",
         "",
         f"{s['n_eval']} held-out objects (the first of the test split of `data={s.get('data_name', 'sim_desi')}`, n={s['data_n']}, seed "
-        f"{s['data_seed']}); galframe models: `{s['backbone']}` ({s['weights']}), {s['n_labeled']} training stamps, "
-        f"{s['regress_epochs']} epochs (regress) and {s['restore_epochs']} (restore), trained in "
+        f"{s['data_seed']}); galframe models: `{s['backbone']}` ({s['weights']}), {s['n_labeled'] or 'all the'} training stamps, "
+        f"{s['regress_epochs']} epochs (regress) and {s['restore_epochs']} (restore)"
+        + "".join(f", {k} `{' '.join(v)}`" for k, v in (("regress with", s.get("regress_overrides")),
+                                                        ("restore with", s.get("restore_overrides"))) if v)
+        + ", trained in "
         f"{result['timing']['train_regress_s']:.0f} s and {result['timing']['train_restore_s']:.0f} s; "
         f"the whole benchmark took {result['timing']['total_s'] / 60:.1f} min on {s['machine']}.",
         "",
@@ -488,7 +492,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--backbone", default="lvm_tiny")
     parser.add_argument("--regress-epochs", type=int, default=12)
     parser.add_argument("--restore-epochs", type=int, default=6)
-    parser.add_argument("--n-labeled", type=int, default=1500, help="training stamps of the galframe models")
+    parser.add_argument("--n-labeled", type=lambda v: None if v in ("all", "null") else int(v), default=1500,
+                        help="training stamps of the galframe models ('all': the whole training split)")
     parser.add_argument("--val-batches", type=int, default=4, help="validation batches per epoch")
     parser.add_argument("--n-eval", type=int, default=400, help="held-out objects every method is scored on")
     parser.add_argument("--n-tune", type=int, default=40, help="validation objects that pick the RL iterations")
@@ -498,6 +503,10 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--out", default="benchmarks/results/classical")
     parser.add_argument("--machine", default="a shared 2-core CPU", help="what to call this machine in the table")
     parser.add_argument("--headline", default=None, help="write the params and restore entries of this headline.json")
+    parser.add_argument("--regress-override", action="append", metavar="KEY=VALUE",
+                        help="a Hydra override for the regress run only (repeatable), e.g. tasks.regress.features=stages")
+    parser.add_argument("--restore-override", action="append", metavar="KEY=VALUE",
+                        help="a Hydra override for the restore run only (repeatable), e.g. tasks.restore.flux_calibrate=true")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the galframe runs and the data (e.g. data.n=6000)")
     return parser.parse_args(argv)
 
@@ -714,7 +723,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = {
         "settings": {"n_eval": d.n_eval, "data_name": str(data_cfg.get("name") or "sim_desi"), "bands": d.bands,
                      "data_n": data_cfg.get("n"), "data_seed": data_cfg.get("seed"), "backbone": args.backbone,
-                     "n_labeled": args.n_labeled, "regress_epochs": args.regress_epochs, "restore_epochs": args.restore_epochs, "seed": args.seed, "overrides": args.overrides,
+                     "n_labeled": args.n_labeled, "regress_overrides": args.regress_override or [],
+                     "restore_overrides": args.restore_override or [], "regress_epochs": args.regress_epochs, "restore_epochs": args.restore_epochs, "seed": args.seed, "overrides": args.overrides,
                      "regress_run": str(reg_dir), "restore_run": str(res_dir), "psf_beta": d.beta, "threads": args.threads,
                      "weights": next((o.split("=", 1)[1] for o in args.overrides if o.startswith("backbone.weights=")), "random init"),
                      "machine": args.machine, "eval_ids": [int(i) for i in d.test["id"]]},

@@ -201,6 +201,12 @@ def test_stage_features_read_every_stage() -> None:
     assert not torch.allclose(out["mean"], changed["mean"])
     with pytest.raises(ConfigError, match="Unknown tasks.regress.features"):
         RegressTask("regress", Staged(), info, params=["mag_r"], features="stage")
+    # stages+embedding: the (possibly fused) embedding reaches the head as well
+    both = RegressTask("regress", Staged(), info, params=["mag_r"], features="stages+embedding", hidden=0)
+    assert both.head[-1].in_features == 2 * (3 + 5) + 4
+    base = both(Features(maps=maps, embedding=torch.zeros(2, 4)))
+    moved = both(Features(maps=maps, embedding=torch.ones(2, 4)))
+    assert not torch.allclose(base["mean"], moved["mean"])
 
 
 def test_metric_nll_is_the_mean_normalised_nll() -> None:

@@ -24,7 +24,9 @@ of objects the head finds hard keep being fitted instead of being given up behin
 (the plain NLL's failure mode: means shrunk to the sample mean); ``mse`` trains the means alone
 (the sigmas then come from the calibration).  ``features``: ``embedding`` (the backbone's pooled
 vector) or ``stages`` (the mean and the max of every stage's map, concatenated: the shallow stages
-carry the sizes and shapes the bottleneck pools away).
+carry the sizes and shapes the bottleneck pools away) or ``stages+embedding`` (both: with
+``modalities=[image,tabular]`` the embedding is the fused one, so catalog columns such as the PSF size
+reach the head).
 
 Calibration (``calibrate: true``): after each validation pass one factor per parameter scales its
 sigmas so that 68.3% of the validation residuals fall within them; the factors live in a buffer,
@@ -71,7 +73,7 @@ NMAD_SCALE = 1.4826
 PA_SIGMA_MAX = 180.0 / math.sqrt(12.0)
 LOG_2PI = math.log(2.0 * math.pi)
 LOSSES = ("nll", "beta_nll", "mse")
-FEATURES = ("embedding", "stages")
+FEATURES = ("embedding", "stages", "stages+embedding")
 
 
 def columns_for(params: Sequence[str]) -> tuple[str, ...]:
@@ -268,8 +270,9 @@ class RegressTask(Task):
 
         # per-parameter sigma factors from the validation split (1 until calibrated)
         self.register_buffer("sigma_scale", torch.ones(len(self.params), dtype=torch.float32), persistent=True)
-        width = backbone.embed_dim if self.features == "embedding" else 2 * int(sum(backbone.feature_channels))
-        if not width:
+        stages = 2 * int(sum(getattr(backbone, "feature_channels", ()) or ()))
+        width = {"embedding": backbone.embed_dim, "stages": stages, "stages+embedding": stages + backbone.embed_dim}[self.features]
+        if self.features != "embedding" and not stages:
             raise ConfigError(f"task '{name}' (regress): features=stages needs a backbone that names its feature_channels.")
         self.head = mlp_head(width, 2 * self.n_out, hidden, dropout)
 
@@ -311,8 +314,10 @@ class RegressTask(Task):
 
     # -- model ------------------------------------------------------------------
     def forward(self, features: Features) -> dict[str, torch.Tensor]:
-        if self.features == "stages":
+        if self.features != "embedding":
             x = torch.cat([torch.cat([m.mean(dim=(2, 3)), m.amax(dim=(2, 3))], dim=1) for m in features.maps], dim=1)
+            if self.features == "stages+embedding":
+                x = torch.cat([x, features.embedding], dim=1)
         else:
             x = features.embedding
         raw = self.head(x)

@@ -211,7 +211,15 @@ def test_shipped_weights_load_and_their_sha256_matches(tmp_path, monkeypatch) ->
     assert Path(file).stat().st_size < 8e6  # a few MB
     pre = meta["pretrain"]
     assert pre["command"].startswith("galframe pretrain") and pre["wall_time_s"] > 0 and pre["machine"]
-    assert list(pre["objectives"]) == ["distill"] and meta["bands"] == list(BANDS)
+    assert meta["bands"] == list(BANDS)
+    # the weights are the ones scripts/pretrain_lvm_tiny_g10.sh makes: its overrides are the recorded command
+    import shlex
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "pretrain_lvm_tiny_g10.sh").read_text()
+    words = shlex.split(script[script.index("galframe pretrain"):].replace("\\\n", " ").split('"$@"')[0])
+    assert pre["command"].split() == ["galframe", "pretrain", *words[2:]]
+    used = [o.split(".")[2] for o in words if o.startswith("pretrain.objectives.") and o.endswith(".weight=1")]
+    assert list(pre["objectives"]) == used
     info = DataInfo(bands=BANDS, image_size=64)
     backbone = build_backbone({"plugin": "lvm", "img_size": 64, "patch_size": 4, "embed_dim": 32, "depths": [2, 2, 2],
                                "num_heads": [2, 4, 8], "weights": "lvm_tiny-g10"}, info)

@@ -2,7 +2,7 @@
 # The pretraining that produces the shipped lvm_tiny-g10 weights (plugins/galframe_lvm/zoo/): lvm_tiny
 # on 20,000 unlabelled sim_galaxy10 stamps of another sky (seed 1; never the test objects), VICReg on two
 # sky-respecting views of the observed images alone (no label, no clean image), 12 epochs on the CPU
-# (about 27 min on 2 cores). Chosen by the linear probe on the seed-1 development split (never the seed-0
+# (29 min on 2 cores). Chosen by the linear probe on the seed-1 development split (never the seed-0
 # test set; benchmarks/probe_dev_split.py): macro AUC at 1,000 labels 0.771 against 0.678 for 30 epochs
 # of DINO/iBOT self-distillation and 0.590 for a random encoder (docs/pretraining.md).
 # Resumable: run it again with resume=last.  Then: python scripts/ship_weights.py <run dir> lvm_tiny-g10

@@ -328,9 +328,13 @@ def headline_entries(result: Mapping[str, Any]) -> dict[str, dict]:
     reg = result["regress"]["methods"]
     short = {"log_half_light_radius": "log_hlr", "axis_ratio": "q", "sersic_n": "sersic_n"}
 
-    def metric(method: str, key: str) -> Optional[float]:
-        v = reg.get(method, {}).get("metrics", {}).get(key)
+    def figure(methods: Mapping[str, Any], method: str, key: str) -> Optional[float]:
+        """One method's metric, rounded; null where it is missing or not finite."""
+        v = methods.get(method, {}).get("metrics", {}).get(key)
         return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+    def metric(method: str, key: str) -> Optional[float]:
+        return figure(reg, method, key)
 
     gf = "galframe regress"
     params = {
@@ -347,8 +351,7 @@ def headline_entries(result: Mapping[str, Any]) -> dict[str, dict]:
     names = {"galframe": "galframe restore", "richardson_lucy": "Richardson-Lucy", "wavelet": "wavelet denoising"}
 
     def r(method: str, key: str) -> Optional[float]:
-        v = rest.get(names[method], {}).get("metrics", {}).get(key)
-        return None if v is None or not np.isfinite(v) else round(float(v), 4)
+        return figure(rest, names[method], key)
 
     bands = list(result["settings"].get("bands") or ["g", "r", "z"])
     restore = {

@@ -273,7 +273,7 @@ class RegressTask(Task):
         stages = 2 * int(sum(getattr(backbone, "feature_channels", ()) or ()))
         width = {"embedding": backbone.embed_dim, "stages": stages, "stages+embedding": stages + backbone.embed_dim}[self.features]
         if self.features != "embedding" and not stages:
-            raise ConfigError(f"task '{name}' (regress): features=stages needs a backbone that names its feature_channels.")
+            raise ConfigError(f"task '{name}' (regress): features={self.features} needs a backbone that names its feature_channels.")
         self.head = mlp_head(width, 2 * self.n_out, hidden, dropout)
 
     @staticmethod

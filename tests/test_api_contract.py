@@ -3,6 +3,7 @@ clearly, the core refuses untrainable backbones, the registry names clashing dis
 fields decide how keys load, collate and move."""
 from __future__ import annotations
 
+import pickle
 import warnings
 from types import SimpleNamespace
 
@@ -39,6 +40,49 @@ def test_first_party_tasks_keep_the_contract():
     schema = {"questions": [{"name": "q", "answers": ["yes", "no"], "asked_if": None}]}
     votes_info = DataInfo(bands=INFO.bands, image_size=32, stats={"vote_schema": schema})
     check_task(registry.load("task", "votes"), batch={"votes": torch.tensor([[3.0, 1.0], [0.0, 4.0]])}, data=votes_info)
+
+
+def test_dataset_reader_gives_every_object_its_catalog_row_in_any_shard_order(tiny_dataset):
+    import pandas as pd
+
+    reader = registry.load("reader", "dataset")(path=str(tiny_dataset), shard_size=37)  # 300 = 8 x 37 + 4
+    reader.bind(("g", "r", "z"), 64)
+    catalog = pd.read_parquet(tiny_dataset / "catalog.parquet").set_index("id")
+    seen = {}
+    for shard in reversed(reader.shards()):  # the catalog is read once and sliced per shard
+        for stamp in reader.read(shard):
+            seen[stamp.id] = stamp.meta
+    assert len(seen) == len(catalog) == 300
+    for oid, meta in seen.items():
+        row = catalog.loc[int(oid)]
+        assert meta["row"] == row["index"] and meta["class"] == row["class"], oid
+    clone = pickle.loads(pickle.dumps(reader))  # to a worker without the cached table, and it reads the same
+    assert not hasattr(clone, "_table") or clone._table is None
+    first = reader.shards()[3]
+    assert [s.meta["row"] for s in clone.read(first)] == [s.meta["row"] for s in reader.read(first)]
+
+
+def test_dataset_rows_read_by_chunk_offsets_equal_the_h5py_slice(tmp_path):
+    import h5py
+
+    from galframe.data.format import DatasetWriter
+    from galframe.readers.dataset import read_rows
+
+    rng = np.random.default_rng(3)
+    with DatasetWriter(tmp_path / "d", "d", ["g", "r", "z"], 16, 0.262, 22.5, None, {}, shard_size=50) as w:
+        for n in (7, 13, 1, 29, 30):  # batches that resize the shards at uneven points: chunks not all adjacent
+            w.add(rng.normal(size=(n, 3, 16, 16)).astype(np.float32))
+        w.close()
+    with h5py.File(tmp_path / "d" / "shard-00000.h5", "r") as h5:
+        for start, stop in ((0, 50), (3, 41), (49, 50), (10, 10)):
+            got = read_rows(h5["images"], str(tmp_path / "d" / "shard-00000.h5"), start, stop)
+            assert got.dtype == np.float32 and np.array_equal(got, h5["images"][start:stop]), (start, stop)
+    cube = rng.normal(size=(9, 3, 8, 8))
+    with h5py.File(tmp_path / "other.h5", "w") as h5:  # compressed, float64, other chunks: the general path
+        h5.create_dataset("images", data=cube, chunks=(3, 3, 8, 8), compression="gzip")
+    with h5py.File(tmp_path / "other.h5", "r") as h5:
+        got = read_rows(h5["images"], str(tmp_path / "other.h5"), 2, 8)
+    assert got.dtype == np.float32 and np.allclose(got, cube[2:8])
 
 
 def test_first_party_readers_keep_the_contract(tiny_dataset, tmp_path):

@@ -2,6 +2,7 @@
 predict path as survey files (NaN pixels are masked and counted here, not an error as in training)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterator, Union
 
@@ -44,13 +45,28 @@ class DatasetReader(Reader):
         return out
 
     def _catalog(self, shard_index: int, start: int, stop: int) -> Any:
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+        """The catalog rows of one shard's range, indexed by ``index``: the catalog is read once per process
+        (columns only, sorted by shard and index) and each shard takes its slice by binary search; reading
+        the file again for every shard made a pass over N objects cost N^2."""
+        table, keys = self._sorted_catalog()
+        lo, hi = np.searchsorted(keys, [_key(shard_index, start), _key(shard_index, stop)])
+        return table.slice(int(lo), int(hi - lo)).to_pandas().set_index("index")
 
-        cols = None if self.columns == "all" else ["id", "shard", "index", *[c for c in (self.columns or [])]]
-        table = pq.read_table(self.catalog_file, columns=cols, filters=[("shard", "=", shard_index)])
-        table = table.filter(pc.and_(pc.greater_equal(table["index"], start), pc.less(table["index"], stop)))
-        return table.to_pandas().set_index("index")
+    def _sorted_catalog(self) -> tuple[Any, Any]:
+        if getattr(self, "_table", None) is None:
+            import pyarrow.parquet as pq
+
+            cols = None if self.columns == "all" else ["id", "shard", "index", *[c for c in (self.columns or [])]]
+            table = pq.read_table(self.catalog_file, columns=cols)
+            keys = _key(table["shard"].to_numpy(), table["index"].to_numpy())
+            order = np.argsort(keys, kind="stable")
+            self._table, self._keys = table.take(order), keys[order]
+        return self._table, self._keys
+
+    def __getstate__(self) -> dict:  # to a DataLoader worker: without the cached catalog, read again there
+        state = dict(self.__dict__)
+        state.pop("_table", None), state.pop("_keys", None)
+        return state
 
     def read(self, shard: Shard) -> Iterator[Union[Stamp, Reject]]:
         import h5py
@@ -58,7 +74,7 @@ class DatasetReader(Reader):
         s, file, start, stop = shard.items
         try:
             with h5py.File(file, "r") as h5:
-                images = np.asarray(h5["images"][start:stop], dtype=np.float32)
+                images = read_rows(h5["images"], file, start, stop)
                 ids = np.asarray(h5["ids"][start:stop])
         except (OSError, KeyError) as exc:
             yield Reject(source=file, reason=f"cannot read rows {start}..{stop} ({exc})")
@@ -69,3 +85,44 @@ class DatasetReader(Reader):
             row = rows.get(start + k, {})
             meta = {"ra": float("nan"), "dec": float("nan"), **row, "source": file, "row": start + k}
             yield Stamp(id=str(int(ids[k])), flux=images[k], bands=self.bands, meta=meta)
+
+
+def _key(shard: Any, index: Any) -> Any:
+    """One sortable int64 per (shard, index)."""
+    return (np.asarray(shard, dtype=np.int64) << 32) + np.asarray(index, dtype=np.int64)
+
+
+def read_rows(dataset: Any, file: str, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of an HDF5 image dataset as float32.  The dataset writer stores one object per chunk,
+    unfiltered: h5py's slice then walks the chunks one by one (0.09 ms per 64 x 64 x 3 object, as much as a
+    tenth of the network's time); here the chunks' file offsets are read at once and each run of adjacent chunks
+    is one ``preadv`` into the output (about 3x faster).  Any other layout (filters, other chunking or dtype)
+    takes the h5py slice."""
+    n, shape = stop - start, dataset.shape[1:]
+    native = np.dtype("float32").newbyteorder("=")
+    if (n <= 0 or dataset.chunks != (1, *shape) or dataset.dtype != native
+            or dataset.id.get_create_plist().get_nfilters() != 0 or not hasattr(dataset.id, "chunk_iter")):
+        return np.asarray(dataset[start:stop], dtype=np.float32)
+    offsets = np.full(n, -1, dtype=np.int64)
+
+    def note(chunk: Any) -> None:
+        row = int(chunk.chunk_offset[0]) - start
+        if 0 <= row < n and chunk.size == size:
+            offsets[row] = chunk.byte_offset
+
+    size = int(np.prod(shape)) * 4
+    dataset.id.chunk_iter(note)
+    if (offsets < 0).any():  # an unwritten chunk (fill value) or an unexpected one: the general path
+        return np.asarray(dataset[start:stop], dtype=np.float32)
+    out = np.empty((n, *shape), dtype=np.float32)
+    flat = out.reshape(n, -1)
+    breaks = np.flatnonzero(np.diff(offsets) != size) + 1
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        for a, b in zip([0, *breaks.tolist()], [*breaks.tolist(), n]):
+            want, view = (b - a) * size, memoryview(flat[a:b]).cast("B")
+            if os.preadv(fd, [view], int(offsets[a])) != want:
+                return np.asarray(dataset[start:stop], dtype=np.float32)
+    finally:
+        os.close(fd)
+    return out

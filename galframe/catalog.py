@@ -99,11 +99,11 @@ def write_table(frame: Any, path: Path) -> None:
 def _meta_columns(meta: Mapping[str, Any], columns: Any, taken: set) -> dict[str, Any]:
     from galframe.readers.base import scalar_meta
 
+    if columns in (None, "none"):
+        return {}
     values = scalar_meta(meta)
     for key in ("ra", "dec", "source"):
         values.pop(key, None)
-    if columns in (None, "none"):
-        return {}
     if columns != "all":
         wanted = set(columns)
         values = {k: v for k, v in values.items() if k in wanted}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -46,8 +46,8 @@ class DatasetReader(Reader):
 
     def _catalog(self, shard_index: int, start: int, stop: int) -> Any:
         """The catalog rows of one shard's range, indexed by ``index``: the catalog is read once per process
-        (columns only, sorted by shard and index) and each shard takes its slice by binary search; reading
-        the file again for every shard made a pass over N objects cost N^2."""
+        (columns only, sorted by shard and index) and each shard takes its slice by binary search, instead
+        of reading the whole file again for every shard."""
         table, keys = self._sorted_catalog()
         lo, hi = np.searchsorted(keys, [_key(shard_index, start), _key(shard_index, stop)])
         return table.slice(int(lo), int(hi - lo)).to_pandas().set_index("index")
@@ -63,9 +63,17 @@ class DatasetReader(Reader):
             self._table, self._keys = table.take(order), keys[order]
         return self._table, self._keys
 
-    def __getstate__(self) -> dict:  # to a DataLoader worker: without the cached catalog, read again there
+    def _offsets(self, images: Any, file: str) -> Optional[np.ndarray]:
+        """:func:`chunk_offsets` of a shard file, found once per file and process (a file holds several shards)."""
+        cache = self.__dict__.setdefault("_chunk_offsets", {})
+        if file not in cache:
+            cache[file] = chunk_offsets(images, file)
+        return cache[file]
+
+    def __getstate__(self) -> dict:  # to a DataLoader worker: without the caches, found again there
         state = dict(self.__dict__)
-        state.pop("_table", None), state.pop("_keys", None)
+        for cached in ("_table", "_keys", "_chunk_offsets"):
+            state.pop(cached, None)
         return state
 
     def read(self, shard: Shard) -> Iterator[Union[Stamp, Reject]]:
@@ -74,7 +82,7 @@ class DatasetReader(Reader):
         s, file, start, stop = shard.items
         try:
             with h5py.File(file, "r") as h5:
-                images = read_rows(h5["images"], file, start, stop)
+                images = read_rows(h5["images"], file, start, stop, self._offsets(h5["images"], file))
                 ids = np.asarray(h5["ids"][start:stop])
         except (OSError, KeyError) as exc:
             yield Reject(source=file, reason=f"cannot read rows {start}..{stop} ({exc})")
@@ -92,33 +100,43 @@ def _key(shard: Any, index: Any) -> Any:
     return (np.asarray(shard, dtype=np.int64) << 32) + np.asarray(index, dtype=np.int64)
 
 
-def read_rows(dataset: Any, file: str, start: int, stop: int) -> Sequence[np.ndarray]:
-    """Rows ``start:stop`` of an HDF5 image dataset, each a float32 (bands, H, W) array.  The dataset writer
-    stores one object per chunk, unfiltered: h5py's slice then walks the chunks one by one and copies them (0.09
-    ms per 64 x 64 x 3 object, as much as a tenth of the network's time).  Here the chunks' file offsets are read
-    at once and each run of adjacent chunks is a view of one read-only memory map of the file: no copy until
-    conforming stacks the batch.  Any other layout (filters, other chunking or byte order) takes the h5py slice.
-    Dataset files are written once and renamed into place, never changed under a reader."""
-    n, shape = stop - start, tuple(dataset.shape[1:])
-    native = np.dtype("float32").newbyteorder("=")
-    if (n <= 0 or dataset.chunks != (1, *shape) or dataset.dtype != native
+def chunk_offsets(dataset: Any, file: str) -> Optional[np.ndarray]:
+    """The file offset of every row of an HDF5 image dataset in the dataset writer's layout (one float32
+    object per chunk, unfiltered, every chunk written), read at once; None for any other layout."""
+    shape = tuple(dataset.shape[1:])
+    if (dataset.chunks != (1, *shape) or dataset.dtype != np.dtype(np.float32)
             or dataset.id.get_create_plist().get_nfilters() != 0 or not hasattr(dataset.id, "chunk_iter")):
-        return np.asarray(dataset[start:stop], dtype=np.float32)
-    offsets = np.full(n, -1, dtype=np.int64)
+        return None
+    offsets = np.full(dataset.shape[0], -1, dtype=np.int64)
     size = int(np.prod(shape)) * 4
 
     def note(chunk: Any) -> None:
-        row = int(chunk.chunk_offset[0]) - start
-        if 0 <= row < n and chunk.size == size:
+        row = int(chunk.chunk_offset[0])
+        if row < len(offsets) and chunk.size == size:
             offsets[row] = chunk.byte_offset
 
     dataset.id.chunk_iter(note)
-    if (offsets < 0).any() or offsets.max() + size > os.path.getsize(file):  # an unwritten chunk: the general path
+    if len(offsets) and ((offsets < 0).any() or offsets.max() + size > os.path.getsize(file)):
+        return None
+    return offsets
+
+
+def read_rows(dataset: Any, file: str, start: int, stop: int, offsets: Optional[np.ndarray]) -> Sequence[np.ndarray]:
+    """Rows ``start:stop`` of an HDF5 image dataset, each a float32 (bands, H, W) array.  The dataset writer
+    stores one object per chunk: h5py's slice then walks the chunks one by one and copies them (0.09 ms per
+    64 x 64 x 3 object, as much as a tenth of the network's time).  With the chunks' ``offsets``
+    (:func:`chunk_offsets`), each run of adjacent chunks is a view of one read-only memory map of the file: no
+    copy until conforming stacks the batch.  ``offsets=None`` takes the h5py slice.  Dataset files are written
+    once and renamed into place, never changed under a reader."""
+    n = stop - start
+    if offsets is None or n <= 0:
         return np.asarray(dataset[start:stop], dtype=np.float32)
+    shape, mine = tuple(dataset.shape[1:]), offsets[start:stop]
+    size = int(np.prod(shape)) * 4
     whole = np.memmap(file, dtype=np.uint8, mode="r")
     rows: list = []
-    breaks = np.flatnonzero(np.diff(offsets) != size) + 1
+    breaks = np.flatnonzero(np.diff(mine) != size) + 1
     for a, b in zip([0, *breaks.tolist()], [*breaks.tolist(), n]):
-        first = int(offsets[a])
+        first = int(mine[a])
         rows.extend(whole[first:first + (b - a) * size].view(np.float32).reshape(b - a, *shape))
     return rows
